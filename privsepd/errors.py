@@ -83,3 +83,79 @@ class CallTimeout(PrivsepError, TimeoutError):
 
 class ScopingError(PrivsepError):
     """The helper could not reach, or could not prove, its declared scope."""
+
+
+# ------------------------------------------------------- crossing the channel
+
+_BUILTIN_ALLOWED: dict[str, type[BaseException]] = {
+    cls.__name__: cls
+    for cls in (
+        ArithmeticError,
+        AssertionError,
+        BlockingIOError,
+        ChildProcessError,
+        ConnectionError,
+        FileExistsError,
+        FileNotFoundError,
+        IndexError,
+        InterruptedError,
+        IsADirectoryError,
+        KeyError,
+        LookupError,
+        NotADirectoryError,
+        NotImplementedError,
+        OSError,
+        OverflowError,
+        PermissionError,
+        ProcessLookupError,
+        RuntimeError,
+        TimeoutError,
+        TypeError,
+        UnicodeError,
+        ValueError,
+        ZeroDivisionError,
+    )
+}
+
+_PRIVSEPD_ALLOWED: dict[str, type[PrivsepError]] = {
+    cls.__name__: cls
+    for cls in (
+        PrivsepError,
+        DeniedError,
+        UnknownFunctionError,
+        ConstraintError,
+        PolicyError,
+        CallTimeout,
+        ScopingError,
+    )
+}
+
+
+def exception_to_wire(exc: BaseException) -> tuple[str, str, int | None]:
+    """Describe an exception as (type name, message, errno) for the channel.
+
+    Only the name travels, never the class: the receiving side maps it back
+    through a fixed allowlist, so no peer can make the other import anything.
+    """
+    if isinstance(exc, OSError) and not isinstance(exc, PrivsepError):
+        message = exc.strerror or str(exc)
+        if exc.filename is not None:
+            message = f"{message}: {exc.filename!r}"
+        return type(exc).__name__, message, exc.errno
+    return type(exc).__name__, str(exc), None
+
+
+def exception_from_wire(type_name: str, message: str, errno: int | None) -> Exception:
+    """Rebuild an allowlisted exception, or a RemoteError for anything else."""
+    cls = _PRIVSEPD_ALLOWED.get(type_name)
+    if cls is not None:
+        exc = cls.__new__(cls)
+        Exception.__init__(exc, message)
+        return exc
+    builtin = _BUILTIN_ALLOWED.get(type_name)
+    if builtin is None:
+        return RemoteError(type_name, message)
+    if issubclass(builtin, OSError) and errno is not None:
+        exc = builtin(errno, message)
+        return exc
+    return builtin(message)

@@ -1,0 +1,397 @@
+"""The channel protocol, free of I/O (sans-IO, in the style of h11).
+
+Bytes go in through ``receive_data``, events come out; messages go in through
+``send_*``, bytes come out. Nothing here touches a socket, so the decoder can
+be fuzzed directly. Its invariant: for any input it either yields events or
+raises :class:`~privsepd.errors.ProtocolError` -- never anything else.
+
+Wire format: every frame is a 4-byte big-endian length followed by that many
+bytes of msgpack. The length is checked against ``Limits.max_frame`` before a
+single payload byte is buffered beyond it.
+
+Messages (all msgpack arrays):
+
+=============  ==========================================================
+hello          ``["privsepd", VERSION, context_name]``  client -> helper
+welcome        ``["privsepd", VERSION, context_name, "ok" | "err", text]``
+request        ``[id, op, name, args, kwargs]``  op: "call" | "exec" | "ping"
+reply          ``[id, "ok", result]`` | ``[id, "err", [type, message, errno]]``
+log            ``[0, "log", [levelno, logger_name, message]]``
+=============  ==========================================================
+
+Only msgpack-native values cross: None, bool, int, float, str, bytes, list,
+dict. Bytes stay bytes and str stays str (bin and str types are distinct).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from privsepd.errors import HandshakeError, ProtocolError
+
+MAGIC = "privsepd"
+VERSION = 1
+HEADER = struct.Struct(">I")
+
+OP_CALL = "call"
+OP_EXEC = "exec"
+OP_PING = "ping"
+OPS = frozenset({OP_CALL, OP_EXEC, OP_PING})
+
+KIND_OK = "ok"
+KIND_ERR = "err"
+KIND_LOG = "log"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard bounds on what one frame may contain; both sides enforce them."""
+
+    max_frame: int = 4 * 1024 * 1024
+    max_depth: int = 32
+    max_container: int = 65536
+
+
+DEFAULT_LIMITS = Limits()
+
+_NATIVE_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+def check_value(value: Any, limits: Limits = DEFAULT_LIMITS, _depth: int = 0) -> None:
+    """Raise ProtocolError unless ``value`` is msgpack-native and within limits.
+
+    msgpack's C unpacker bounds container lengths before allocating, but not
+    nesting depth below its own 1024-level stack, nor foreign types such as
+    ``Timestamp``; this walk closes those gaps on both encode and decode.
+    """
+    if isinstance(value, _NATIVE_SCALARS):
+        return
+    if _depth >= limits.max_depth:
+        raise ProtocolError(f"value nested deeper than {limits.max_depth} levels")
+    if isinstance(value, (list, tuple)):
+        if len(value) > limits.max_container:
+            raise ProtocolError(f"array of {len(value)} items exceeds {limits.max_container}")
+        for item in value:
+            check_value(item, limits, _depth + 1)
+        return
+    if isinstance(value, dict):
+        if len(value) > limits.max_container:
+            raise ProtocolError(f"map of {len(value)} items exceeds {limits.max_container}")
+        for key, item in value.items():
+            check_value(key, limits, _depth + 1)
+            check_value(item, limits, _depth + 1)
+        return
+    raise ProtocolError(f"type {type(value).__name__} cannot cross the channel")
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError(f"msgpack extension type {code} is not allowed")
+
+
+def encode_frame(message: Any, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """Serialize one message as a length-prefixed frame."""
+    check_value(message, limits)
+    try:
+        payload = msgpack.packb(message, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"cannot encode message: {exc}") from None
+    if len(payload) > limits.max_frame:
+        raise ProtocolError(f"frame of {len(payload)} bytes exceeds limit of {limits.max_frame}")
+    return HEADER.pack(len(payload)) + payload
+
+
+class FrameDecoder:
+    """Splits a byte stream into decoded messages, enforcing ``Limits``.
+
+    After the first error the decoder is poisoned: the stream position can no
+    longer be trusted, so every later call raises the same error.
+    """
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self._buf = bytearray()
+        self._error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Any]:
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._feed(data)
+        except ProtocolError as exc:
+            self._error = exc
+            self._buf.clear()
+            raise
+
+    def _feed(self, data: bytes) -> list[Any]:
+        buf = self._buf
+        buf += data
+        out = []
+        pos = 0
+        size = len(buf)
+        limits = self.limits
+        while size - pos >= 4:
+            (length,) = HEADER.unpack_from(buf, pos)
+            if length > limits.max_frame:
+                raise ProtocolError(f"frame of {length} bytes exceeds limit of {limits.max_frame}")
+            if length == 0:
+                raise ProtocolError("empty frame")
+            end = pos + 4 + length
+            if end > size:
+                break
+            out.append(self._decode(bytes(buf[pos + 4 : end])))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return out
+
+    def _decode(self, payload: bytes) -> Any:
+        limits = self.limits
+        try:
+            value = msgpack.unpackb(
+                payload,
+                raw=False,
+                use_list=True,
+                strict_map_key=False,
+                ext_hook=_reject_ext,
+                timestamp=0,
+                max_str_len=limits.max_frame,
+                max_bin_len=limits.max_frame,
+                max_array_len=limits.max_container,
+                max_map_len=limits.max_container,
+                max_ext_len=64,  # larger ones fail here; smaller ones reach _reject_ext
+            )
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            # msgpack raises ExtraData, FormatError, StackError (ValueError
+            # subclasses), UnicodeDecodeError, ...: the fuzz invariant says the
+            # caller only ever sees ProtocolError.
+            raise ProtocolError(f"malformed frame: {type(exc).__name__}: {exc}") from None
+        check_value(value, limits)
+        try:
+            hash_keys(value)
+        except TypeError as exc:
+            raise ProtocolError(f"malformed frame: {exc}") from None
+        return value
+
+
+def hash_keys(value: Any) -> None:
+    """Reject maps whose keys are unhashable (msgpack allows array keys)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, (list, dict)):
+                raise TypeError("map key must be a scalar")
+            hash_keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            hash_keys(item)
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    op: str
+    name: str
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: int
+    ok: bool
+    result: Any = None
+    error: tuple[str, str, int | None] | None = None
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    levelno: int
+    logger: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Welcome:
+    context: str
+
+
+class State(enum.Enum):
+    AWAIT_HELLO = "await-hello"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+def _check_request(msg: Any) -> Request:
+    if not isinstance(msg, list) or len(msg) != 5:
+        raise ProtocolError("request must be a 5-item array [id, op, name, args, kwargs]")
+    rid, op, name, args, kwargs = msg
+    if type(rid) is not int or not 0 < rid < 2**63:
+        raise ProtocolError("request id must be a positive integer")
+    if op not in OPS:
+        raise ProtocolError(f"unknown operation {op!r}")
+    if not isinstance(name, str):
+        raise ProtocolError("request name must be a string")
+    if not isinstance(args, list):
+        raise ProtocolError("request args must be an array")
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise ProtocolError("request kwargs must be a map with string keys")
+    return Request(rid, op, name, args, kwargs)
+
+
+def _check_reply(msg: Any) -> Reply | LogRecord:
+    if not isinstance(msg, list) or len(msg) != 3:
+        raise ProtocolError("reply must be a 3-item array [id, kind, payload]")
+    rid, kind, payload = msg
+    if type(rid) is not int or rid < 0:
+        raise ProtocolError("reply id must be a non-negative integer")
+    if kind == KIND_OK:
+        return Reply(rid, True, payload)
+    if kind == KIND_ERR:
+        if (
+            not isinstance(payload, list)
+            or len(payload) != 3
+            or not isinstance(payload[0], str)
+            or not isinstance(payload[1], str)
+            or not (payload[2] is None or type(payload[2]) is int)
+        ):
+            raise ProtocolError("error payload must be [type, message, errno]")
+        return Reply(rid, False, None, (payload[0], payload[1], payload[2]))
+    if kind == KIND_LOG:
+        if (
+            not isinstance(payload, list)
+            or len(payload) != 3
+            or type(payload[0]) is not int
+            or not isinstance(payload[1], str)
+            or not isinstance(payload[2], str)
+        ):
+            raise ProtocolError("log payload must be [levelno, logger, message]")
+        return LogRecord(payload[0], payload[1], payload[2])
+    raise ProtocolError(f"unknown reply kind {kind!r}")
+
+
+class ServerProtocol:
+    """Helper side: expects a hello, then a stream of requests."""
+
+    def __init__(self, context: str, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.context = context
+        self.limits = limits
+        self.state = State.AWAIT_HELLO
+        self.pending_output = b""
+        self._decoder = FrameDecoder(limits)
+
+    def receive_data(self, data: bytes) -> list[Request]:
+        """Feed bytes; return the complete requests they finish.
+
+        A hello is answered internally: read ``pending_output`` after the
+        first call. Any violation moves the state to CLOSED and raises.
+        """
+        if self.state is State.CLOSED:
+            raise ProtocolError("connection is closed")
+        try:
+            messages = self._decoder.feed(data)
+            out: list[Request] = []
+            for msg in messages:
+                if self.state is State.AWAIT_HELLO:
+                    self._on_hello(msg)
+                else:
+                    out.append(_check_request(msg))
+            return out
+        except ProtocolError:
+            self.state = State.CLOSED
+            raise
+
+    def take_output(self) -> bytes:
+        out, self.pending_output = self.pending_output, b""
+        return out
+
+    def _on_hello(self, msg: Any) -> None:
+        if not isinstance(msg, list) or len(msg) != 3 or msg[0] != MAGIC:
+            raise ProtocolError("first frame is not a privsepd hello")
+        _, version, context = msg
+        if version != VERSION:
+            text = f"protocol version mismatch: client speaks {version!r}, helper {VERSION}"
+            self.pending_output += encode_frame([MAGIC, VERSION, self.context, KIND_ERR, text])
+            raise HandshakeError(text)
+        if context != self.context:
+            text = f"context mismatch: client asked for {context!r}, helper serves {self.context!r}"
+            self.pending_output += encode_frame([MAGIC, VERSION, self.context, KIND_ERR, text])
+            raise HandshakeError(text)
+        self.pending_output += encode_frame([MAGIC, VERSION, self.context, KIND_OK, ""])
+        self.state = State.READY
+
+    def reply_ok(self, rid: int, result: Any) -> bytes:
+        return encode_frame([rid, KIND_OK, result], self.limits)
+
+    def reply_error(self, rid: int, type_name: str, message: str, errno: int | None) -> bytes:
+        return encode_frame([rid, KIND_ERR, [type_name, message, errno]], self.limits)
+
+    def log(self, levelno: int, logger: str, message: str) -> bytes:
+        return encode_frame([0, KIND_LOG, [levelno, logger, message]], self.limits)
+
+    def reject(self, text: str) -> bytes:
+        """A fatal error before READY (e.g. the helper failed to scope)."""
+        self.state = State.CLOSED
+        return encode_frame([MAGIC, VERSION, self.context, KIND_ERR, text])
+
+
+class ClientProtocol:
+    """Service side: sends a hello, waits for welcome, then requests/replies."""
+
+    def __init__(self, context: str, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.context = context
+        self.limits = limits
+        self.state = State.AWAIT_HELLO
+        self._decoder = FrameDecoder(limits)
+
+    def hello(self) -> bytes:
+        return encode_frame([MAGIC, VERSION, self.context])
+
+    def request(self, rid: int, op: str, name: str, args: Any, kwargs: dict) -> bytes:
+        if self.state is not State.READY:
+            raise ProtocolError(f"cannot send a request in state {self.state.value}")
+        return encode_frame([rid, op, name, list(args), kwargs], self.limits)
+
+    def receive_data(self, data: bytes) -> list[Welcome | Reply | LogRecord]:
+        if self.state is State.CLOSED:
+            raise ProtocolError("connection is closed")
+        try:
+            out: list[Welcome | Reply | LogRecord] = []
+            for msg in self._decoder.feed(data):
+                if self.state is State.AWAIT_HELLO:
+                    out.append(self._on_welcome(msg))
+                else:
+                    out.append(_check_reply(msg))
+            return out
+        except ProtocolError:
+            self.state = State.CLOSED
+            raise
+
+    def _on_welcome(self, msg: Any) -> Welcome:
+        if not isinstance(msg, list) or len(msg) != 5 or msg[0] != MAGIC:
+            raise ProtocolError("first frame from helper is not a privsepd welcome")
+        _, version, context, kind, text = msg
+        if kind == KIND_ERR:
+            raise HandshakeError(f"helper refused: {text}")
+        if version != VERSION:
+            raise HandshakeError(
+                f"protocol version mismatch: helper speaks {version!r}, client {VERSION}"
+            )
+        if context != self.context:
+            raise HandshakeError(f"context mismatch: helper serves {context!r}")
+        if kind != KIND_OK:
+            raise ProtocolError(f"unknown welcome kind {kind!r}")
+        self.state = State.READY
+        return Welcome(context)

@@ -1,0 +1,290 @@
+"""The sans-IO channel protocol: framing, limits, handshake, message shapes."""
+
+from __future__ import annotations
+
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from privsepd.errors import HandshakeError, ProtocolError
+from privsepd.protocol import (
+    MAGIC,
+    VERSION,
+    ClientProtocol,
+    FrameDecoder,
+    Limits,
+    LogRecord,
+    Reply,
+    Request,
+    ServerProtocol,
+    State,
+    Welcome,
+    encode_frame,
+)
+
+
+def frame(obj) -> bytes:
+    payload = msgpack.packb(obj, use_bin_type=True)
+    return struct.pack(">I", len(payload)) + payload
+
+
+def ready_pair(context: str = "ctx") -> tuple[ClientProtocol, ServerProtocol]:
+    client, server = ClientProtocol(context), ServerProtocol(context)
+    assert server.receive_data(client.hello()) == []
+    assert client.receive_data(server.take_output()) == [Welcome(context)]
+    return client, server
+
+
+# -- framing -----------------------------------------------------------------
+
+
+def test_frame_roundtrip_keeps_bytes_and_str_distinct():
+    msg = [b"raw\xff", "text", 1, -2, 1.5, None, True, {"k": [b"v"]}]
+    assert FrameDecoder().feed(encode_frame(msg)) == [msg]
+
+
+def test_decoder_returns_nothing_until_a_frame_is_complete():
+    data = encode_frame(["a", "b"])
+    dec = FrameDecoder()
+    assert dec.feed(data[:3]) == []
+    assert dec.feed(data[3:-1]) == []
+    assert dec.feed(data[-1:]) == [["a", "b"]]
+
+
+def test_decoder_splits_several_frames_from_one_chunk():
+    data = encode_frame([1]) + encode_frame([2]) + encode_frame([3])[:2]
+    dec = FrameDecoder()
+    assert dec.feed(data) == [[1], [2]]
+    assert dec.buffered == 2
+
+
+def test_oversize_length_header_is_refused_before_the_payload_arrives():
+    dec = FrameDecoder(Limits(max_frame=1024))
+    with pytest.raises(ProtocolError, match="frame of 1025 bytes exceeds limit of 1024"):
+        dec.feed(struct.pack(">I", 1025))
+    assert dec.buffered == 0
+
+
+def test_encoder_refuses_a_frame_over_the_limit():
+    with pytest.raises(ProtocolError, match="exceeds limit"):
+        encode_frame(b"x" * 2048, Limits(max_frame=1024))
+
+
+def test_empty_frame_is_a_protocol_error():
+    with pytest.raises(ProtocolError, match="empty frame"):
+        FrameDecoder().feed(b"\0\0\0\0")
+
+
+def test_garbage_payload_is_a_protocol_error():
+    with pytest.raises(ProtocolError, match="malformed frame"):
+        FrameDecoder().feed(struct.pack(">I", 2) + b"\xc1\xc1")
+
+
+def test_trailing_bytes_inside_a_frame_are_a_protocol_error():
+    payload = msgpack.packb(1) + msgpack.packb(2)
+    with pytest.raises(ProtocolError, match="malformed frame"):
+        FrameDecoder().feed(struct.pack(">I", len(payload)) + payload)
+
+
+def test_invalid_utf8_in_a_str_is_a_protocol_error():
+    payload = b"\xa2\xff\xfe"  # fixstr of 2 bytes, not UTF-8
+    with pytest.raises(ProtocolError, match="malformed frame"):
+        FrameDecoder().feed(struct.pack(">I", len(payload)) + payload)
+
+
+def test_nesting_deeper_than_the_limit_is_refused():
+    value: list = []
+    for _ in range(40):
+        value = [value]
+    with pytest.raises(ProtocolError, match="nested deeper than 32"):
+        FrameDecoder().feed(frame(value))
+
+
+def test_container_longer_than_the_limit_is_refused():
+    with pytest.raises(ProtocolError, match="malformed frame"):
+        FrameDecoder(Limits(max_container=10)).feed(frame(list(range(11))))
+
+
+def test_extension_types_do_not_cross():
+    payload = msgpack.packb(msgpack.ExtType(5, b"x"))
+    with pytest.raises(ProtocolError, match="extension type 5"):
+        FrameDecoder().feed(struct.pack(">I", len(payload)) + payload)
+
+
+def test_timestamps_do_not_cross():
+    import datetime
+
+    payload = msgpack.packb(
+        datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc), datetime=True
+    )
+    with pytest.raises(ProtocolError):
+        FrameDecoder().feed(struct.pack(">I", len(payload)) + payload)
+
+
+def test_non_native_types_cannot_be_encoded():
+    with pytest.raises(ProtocolError, match="type set cannot cross"):
+        encode_frame([{1, 2}])
+
+
+def test_decoder_stays_failed_after_an_error():
+    dec = FrameDecoder()
+    with pytest.raises(ProtocolError):
+        dec.feed(b"\0\0\0\0")
+    with pytest.raises(ProtocolError):
+        dec.feed(encode_frame([1]))
+
+
+# -- handshake ---------------------------------------------------------------
+
+
+def test_handshake_moves_both_sides_to_ready():
+    client, server = ready_pair()
+    assert (client.state, server.state) == (State.READY, State.READY)
+
+
+def test_server_refuses_a_wrong_protocol_version_and_tells_the_client():
+    client, server = ClientProtocol("ctx"), ServerProtocol("ctx")
+    with pytest.raises(HandshakeError, match="protocol version mismatch: client speaks 99"):
+        server.receive_data(encode_frame([MAGIC, 99, "ctx"]))
+    with pytest.raises(HandshakeError, match="helper refused: protocol version mismatch"):
+        client.receive_data(server.take_output())
+    assert (client.state, server.state) == (State.CLOSED, State.CLOSED)
+
+
+def test_server_refuses_a_wrong_context_name():
+    client, server = ClientProtocol("other"), ServerProtocol("ctx")
+    with pytest.raises(HandshakeError, match="context mismatch"):
+        server.receive_data(client.hello())
+
+
+def test_server_refuses_a_first_frame_that_is_not_a_hello():
+    server = ServerProtocol("ctx")
+    with pytest.raises(ProtocolError, match="not a privsepd hello"):
+        server.receive_data(encode_frame([1, "call", "f", [], {}]))
+
+
+def test_client_refuses_a_welcome_with_another_version():
+    client = ClientProtocol("ctx")
+    with pytest.raises(HandshakeError, match="helper speaks 2"):
+        client.receive_data(encode_frame([MAGIC, 2, "ctx", "ok", ""]))
+
+
+def test_client_cannot_send_requests_before_the_welcome():
+    with pytest.raises(ProtocolError, match="state await-hello"):
+        ClientProtocol("ctx").request(1, "call", "f", [], {})
+
+
+# -- requests and replies -----------------------------------------------------
+
+
+def test_request_reaches_the_server_as_a_request_event():
+    client, server = ready_pair()
+    data = client.request(7, "call", "mod:fn", (1, b"x"), {"k": "v"})
+    assert server.receive_data(data) == [Request(7, "call", "mod:fn", [1, b"x"], {"k": "v"})]
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ([0, "call", "f", [], {}], "positive integer"),
+        ([True, "call", "f", [], {}], "positive integer"),
+        ([1, "import", "os", [], {}], "unknown operation 'import'"),
+        ([1, "call", b"f", [], {}], "name must be a string"),
+        ([1, "call", "f", {}, {}], "args must be an array"),
+        ([1, "call", "f", [], {1: 2}], "string keys"),
+        ([1, "call", "f", []], "5-item array"),
+    ],
+)
+def test_malformed_requests_are_refused_with_their_reason(bad, reason):
+    _, server = ready_pair()
+    with pytest.raises(ProtocolError, match=reason):
+        server.receive_data(encode_frame(bad))
+    assert server.state is State.CLOSED
+
+
+def test_replies_and_logs_reach_the_client_as_events():
+    client, server = ready_pair()
+    data = (
+        server.reply_ok(3, [1, 2])
+        + server.reply_error(4, "ValueError", "bad", None)
+        + server.log(30, "x.y", "careful")
+    )
+    assert client.receive_data(data) == [
+        Reply(3, True, [1, 2]),
+        Reply(4, False, None, ("ValueError", "bad", None)),
+        LogRecord(30, "x.y", "careful"),
+    ]
+
+
+def test_malformed_error_payload_is_refused():
+    client, _ = ready_pair()
+    with pytest.raises(ProtocolError, match=r"error payload must be \[type, message, errno\]"):
+        client.receive_data(encode_frame([1, "err", ["ValueError"]]))
+
+
+def test_unknown_reply_kind_is_refused():
+    client, _ = ready_pair()
+    with pytest.raises(ProtocolError, match="unknown reply kind 'pickle'"):
+        client.receive_data(encode_frame([1, "pickle", b""]))
+
+
+# -- fuzzing: parse, or raise ProtocolError, never anything else --------------
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=512))
+def test_fuzz_decoder_raises_only_protocol_errors(data):
+    dec = FrameDecoder(Limits(max_frame=256))
+    try:
+        dec.feed(data)
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=8))
+def test_fuzz_server_raises_only_protocol_errors_on_framed_garbage(payloads):
+    _, server = ready_pair()
+    data = b"".join(struct.pack(">I", len(p)) + p for p in payloads)
+    try:
+        server.receive_data(data)
+    except ProtocolError:
+        pass
+
+
+native = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=5), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(native, max_size=4), st.integers(1, 40))
+def test_fuzz_any_split_of_valid_frames_decodes_to_the_same_messages(messages, cut):
+    data = b"".join(encode_frame(m) for m in messages)
+    dec = FrameDecoder()
+    out = []
+    for i in range(0, len(data), cut):
+        out.extend(dec.feed(data[i : i + cut]))
+    assert out == messages
+
+
+@settings(max_examples=300, deadline=None)
+@given(native)
+def test_fuzz_server_request_decoding_never_raises_other_errors(value):
+    _, server = ready_pair()
+    try:
+        server.receive_data(encode_frame([1, "call", "f", [value], {"k": value}]))
+    except ProtocolError:
+        pass
