@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from privsepd.errors import HandshakeError, ProtocolError
 from privsepd.protocol import (
     MAGIC,
-    VERSION,
     ClientProtocol,
     FrameDecoder,
     Limits,
@@ -118,7 +117,7 @@ def test_timestamps_do_not_cross():
     import datetime
 
     payload = msgpack.packb(
-        datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc), datetime=True
+        datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC), datetime=True
     )
     with pytest.raises(ProtocolError):
         FrameDecoder().feed(struct.pack(">I", len(payload)) + payload)
