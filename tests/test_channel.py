@@ -1,0 +1,194 @@
+"""Channel I/O: the client multiplexer against a helper server in a thread.
+
+These run the real socket code over a socketpair with the server in a
+thread, so they need no root; the forked, scoped helper is covered in
+test_helper.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from privsepd.channel import ClientChannel, HelperServer
+from privsepd.errors import (
+    CallTimeout,
+    HandshakeError,
+    HelperDiedError,
+    ProtocolError,
+    RemoteError,
+    exception_to_wire,
+)
+from privsepd.protocol import ClientProtocol, Limits, Request, ServerProtocol
+
+
+def dispatch(request: Request):
+    try:
+        if request.name == "echo":
+            return True, request.args
+        if request.name == "sleep":
+            time.sleep(request.args[0])
+            return True, request.args[0]
+        if request.name == "fail":
+            raise FileNotFoundError(2, "No such file or directory", "/nope")
+        if request.name == "weird":
+
+            class Weird(Exception):
+                pass
+
+            raise Weird("boom")
+        raise KeyError(request.name)
+    except Exception as exc:
+        return False, exception_to_wire(exc)
+
+
+class Pair:
+    def __init__(self, limits: Limits | None = None, server_context: str = "t"):
+        self.limits = limits or Limits()
+        self.client_sock, self.server_sock = socket.socketpair()
+        self.violations: list[str] = []
+        self.server = HelperServer(
+            self.server_sock,
+            ServerProtocol(server_context, self.limits),
+            dispatch,
+            max_workers=8,
+            on_violation=self.violations.append,
+        )
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.channel = ClientChannel(self.client_sock, "t", ClientProtocol("t", self.limits))
+
+    def close(self):
+        self.channel.close()
+        self.server_sock.close()
+
+
+@pytest.fixture
+def pair():
+    p = Pair()
+    p.channel.handshake(timeout=5)
+    yield p
+    p.close()
+
+
+def test_call_returns_the_helpers_result(pair):
+    assert pair.channel.call("call", "echo", [b"x", "y", 3], {}, timeout=5) == [b"x", "y", 3]
+
+
+def test_allowlisted_exception_is_reraised_as_the_same_type_with_errno(pair):
+    with pytest.raises(FileNotFoundError) as info:
+        pair.channel.call("call", "fail", [], {}, timeout=5)
+    assert info.value.errno == 2
+    assert "/nope" in str(info.value)
+
+
+def test_unlisted_exception_becomes_remote_error_with_name_and_message(pair):
+    with pytest.raises(RemoteError, match="Weird: boom"):
+        pair.channel.call("call", "weird", [], {}, timeout=5)
+
+
+def test_replies_are_routed_to_their_own_callers_across_threads(pair):
+    errors: list[str] = []
+
+    def worker(n: int) -> None:
+        for i in range(200):
+            got = pair.channel.call("call", "echo", [n, i], {}, timeout=10)
+            if got != [n, i]:
+                errors.append(f"thread {n} call {i} got {got}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_a_fast_call_overtakes_a_slow_one(pair):
+    done: list[str] = []
+    slow = threading.Thread(
+        target=lambda: done.append(str(pair.channel.call("call", "sleep", [0.5], {}, timeout=5)))
+    )
+    slow.start()
+    time.sleep(0.05)
+    assert pair.channel.call("call", "echo", ["fast"], {}, timeout=5) == ["fast"]
+    assert done == []
+    slow.join()
+    assert done == ["0.5"]
+
+
+def test_call_times_out_and_the_channel_stays_usable(pair):
+    with pytest.raises(CallTimeout, match="within 0.1s"):
+        pair.channel.call("call", "sleep", [0.4], {}, timeout=0.1)
+    time.sleep(0.4)
+    assert pair.channel.call("call", "echo", [1], {}, timeout=5) == [1]
+
+
+def test_server_going_away_mid_call_fails_the_call_at_once():
+    p = Pair()
+    p.channel.handshake(timeout=5)
+    result: list[BaseException] = []
+
+    def call():
+        try:
+            p.channel.call("call", "sleep", [2], {}, timeout=10)
+        except BaseException as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(0.1)
+    start = time.monotonic()
+    p.server_sock.shutdown(socket.SHUT_RDWR)
+    t.join(5)
+    assert time.monotonic() - start < 1.0
+    assert len(result) == 1 and isinstance(result[0], HelperDiedError)
+    assert "1 call(s) in flight lost" in str(result[0])
+    with pytest.raises(HelperDiedError):
+        p.channel.call("call", "echo", [], {}, timeout=1)
+
+
+def test_context_mismatch_fails_the_handshake_on_both_sides():
+    p = Pair(server_context="other")
+    with pytest.raises(HandshakeError, match="context mismatch"):
+        p.channel.handshake(timeout=5)
+    p.thread.join(2)
+    assert p.violations and "context mismatch" in p.violations[0]
+
+
+def raw_client(p: Pair) -> socket.socket:
+    p.client_sock.sendall(ClientProtocol("t").hello())
+    p.client_sock.settimeout(5)
+    p.client_sock.recv(4096)
+    return p.client_sock
+
+
+def test_garbage_from_the_client_closes_the_connection_with_a_reason():
+    p = Pair()
+    sock = raw_client(p)
+    sock.sendall(struct.pack(">I", 3) + b"\xc1\xc1\xc1")
+    reply = sock.recv(4096)
+    assert b"ProtocolError" in reply and b"malformed frame" in reply
+    assert sock.recv(4096) == b""
+    assert p.violations and "malformed frame" in p.violations[0]
+
+
+def test_oversize_frame_from_the_client_closes_the_connection():
+    p = Pair(limits=Limits(max_frame=1024))
+    sock = raw_client(p)
+    sock.sendall(struct.pack(">I", 10**6))
+    reply = sock.recv(4096)
+    assert b"exceeds limit of 1024" in reply
+    assert sock.recv(4096) == b""
+
+
+def test_client_refuses_to_send_an_oversize_frame_and_stays_usable():
+    p = Pair(limits=Limits(max_frame=1024))
+    p.channel.handshake(timeout=5)
+    with pytest.raises(ProtocolError, match="exceeds limit"):
+        p.channel.call("call", "echo", [b"x" * 4096], {}, timeout=5)
+    assert p.channel.call("call", "echo", [1], {}, timeout=5) == [1]
