@@ -1,0 +1,564 @@
+"""Thin cffi bindings (ABI mode) for the kernel interfaces scoping needs.
+
+Everything here is one syscall or prctl away from the kernel, with errors
+turned into ``OSError`` (or :class:`ScopingError` for bad declarations). No
+compiler is needed at runtime: libc is opened with ``ffi.dlopen(None)`` and
+variadic entry points (``prctl``, ``syscall``) are called with explicitly
+typed arguments, as the C ABI requires.
+
+We bind capget/capset and the prctl capability calls ourselves rather than
+going through python-prctl: python-prctl only knows the capabilities that
+existed when it was built (it lacks CAP_CHECKPOINT_RESTORE, for example), and
+scoping must drop *every* capability the running kernel has, including ones
+newer than any table.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import platform
+from collections.abc import Iterable
+
+import cffi
+
+from privsepd.errors import ScopingError
+
+ffi = cffi.FFI()
+ffi.cdef(
+    """
+    int prctl(int option, ...);
+    long syscall(long number, ...);
+    typedef struct { uint32_t version; int pid; } cap_header_t;
+    typedef struct { uint32_t effective; uint32_t permitted; uint32_t inheritable; } cap_data_t;
+    int capget(cap_header_t *hdrp, cap_data_t *datap);
+    int capset(cap_header_t *hdrp, const cap_data_t *datap);
+    struct sock_filter { uint16_t code; uint8_t jt; uint8_t jf; uint32_t k; };
+    struct sock_fprog { unsigned short len; struct sock_filter *filter; };
+    struct landlock_ruleset_attr {
+        uint64_t handled_access_fs;
+        uint64_t handled_access_net;
+        uint64_t scoped;
+    };
+    """
+)
+# The kernel declares this one __attribute__((packed)): 12 bytes, not 16.
+ffi.cdef(
+    "struct landlock_path_beneath_attr { uint64_t allowed_access; int32_t parent_fd; };",
+    packed=True,
+)
+libc = ffi.dlopen(None)
+
+# ---------------------------------------------------------------------------
+# Capabilities
+# ---------------------------------------------------------------------------
+
+#: Capability numbers from linux/capability.h (0..40 as of Linux 6.x).
+CAPABILITIES: dict[str, int] = {
+    name: number
+    for number, name in enumerate(
+        (
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_DAC_READ_SEARCH",
+            "CAP_FOWNER",
+            "CAP_FSETID",
+            "CAP_KILL",
+            "CAP_SETGID",
+            "CAP_SETUID",
+            "CAP_SETPCAP",
+            "CAP_LINUX_IMMUTABLE",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_NET_BROADCAST",
+            "CAP_NET_ADMIN",
+            "CAP_NET_RAW",
+            "CAP_IPC_LOCK",
+            "CAP_IPC_OWNER",
+            "CAP_SYS_MODULE",
+            "CAP_SYS_RAWIO",
+            "CAP_SYS_CHROOT",
+            "CAP_SYS_PTRACE",
+            "CAP_SYS_PACCT",
+            "CAP_SYS_ADMIN",
+            "CAP_SYS_BOOT",
+            "CAP_SYS_NICE",
+            "CAP_SYS_RESOURCE",
+            "CAP_SYS_TIME",
+            "CAP_SYS_TTY_CONFIG",
+            "CAP_MKNOD",
+            "CAP_LEASE",
+            "CAP_AUDIT_WRITE",
+            "CAP_AUDIT_CONTROL",
+            "CAP_SETFCAP",
+            "CAP_MAC_OVERRIDE",
+            "CAP_MAC_ADMIN",
+            "CAP_SYSLOG",
+            "CAP_WAKE_ALARM",
+            "CAP_BLOCK_SUSPEND",
+            "CAP_AUDIT_READ",
+            "CAP_PERFMON",
+            "CAP_BPF",
+            "CAP_CHECKPOINT_RESTORE",
+        )
+    )
+}
+CAP_NAMES: dict[int, str] = {v: k for k, v in CAPABILITIES.items()}
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+PR_SET_PDEATHSIG = 1
+PR_GET_PDEATHSIG = 2
+PR_GET_SECCOMP = 21
+PR_SET_SECCOMP = 22
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_GET_SECUREBITS = 27
+PR_SET_SECUREBITS = 28
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_IS_SET = 1
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_LOWER = 3
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+SECBIT_NOROOT = 1 << 0
+SECBIT_NOROOT_LOCKED = 1 << 1
+SECBIT_NO_SETUID_FIXUP = 1 << 2
+SECBIT_NO_SETUID_FIXUP_LOCKED = 1 << 3
+SECBIT_KEEP_CAPS = 1 << 4
+SECBIT_KEEP_CAPS_LOCKED = 1 << 5
+SECBIT_NO_CAP_AMBIENT_RAISE = 1 << 6
+SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED = 1 << 7
+
+
+def cap_mask(names: Iterable[str]) -> int:
+    """Bit mask of canonical capability names (``CAP_*``)."""
+    mask = 0
+    for name in names:
+        mask |= 1 << CAPABILITIES[name]
+    return mask
+
+
+def cap_names(mask: int) -> frozenset[str]:
+    """Names of the bits set in *mask*; bits this table lacks show as ``CAP_BIT_<n>``."""
+    return frozenset(CAP_NAMES.get(bit, f"CAP_BIT_{bit}") for bit in range(64) if mask >> bit & 1)
+
+
+def _ul(value: int):
+    return ffi.cast("unsigned long", value)
+
+
+def _prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
+    rc = libc.prctl(ffi.cast("int", option), _ul(a2), _ul(a3), _ul(a4), _ul(a5))
+    if rc < 0:
+        err = ffi.errno
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+    return rc
+
+
+def syscall(number: int, *args: int) -> int:
+    """Raw ``syscall(2)``; returns the result or raises OSError with errno."""
+    rc = libc.syscall(ffi.cast("long", number), *(ffi.cast("long", a) for a in args))
+    if rc < 0:
+        err = ffi.errno
+        raise OSError(err, f"syscall {number}: {os.strerror(err)}")
+    return rc
+
+
+def last_cap() -> int:
+    """Highest capability number the running kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        n = 0
+        while True:
+            try:
+                _prctl(PR_CAPBSET_READ, n + 1)
+            except OSError:
+                return n
+            n += 1
+
+
+def capget() -> tuple[int, int, int]:
+    """(effective, permitted, inheritable) masks of the calling thread."""
+    hdr = ffi.new("cap_header_t *", (_LINUX_CAPABILITY_VERSION_3, 0))
+    data = ffi.new("cap_data_t[2]")
+    if libc.capget(hdr, data) != 0:
+        err = ffi.errno
+        raise OSError(err, f"capget: {os.strerror(err)}")
+    return tuple(  # type: ignore[return-value]
+        getattr(data[0], f) | getattr(data[1], f) << 32
+        for f in ("effective", "permitted", "inheritable")
+    )
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set the three capability sets of the calling thread."""
+    hdr = ffi.new("cap_header_t *", (_LINUX_CAPABILITY_VERSION_3, 0))
+    m = 0xFFFFFFFF
+    data = ffi.new(
+        "cap_data_t[2]",
+        [
+            (effective & m, permitted & m, inheritable & m),
+            (effective >> 32, permitted >> 32, inheritable >> 32),
+        ],
+    )
+    if libc.capset(hdr, data) != 0:
+        err = ffi.errno
+        raise OSError(err, f"capset: {os.strerror(err)}")
+
+
+def bounding_drop(cap: int) -> None:
+    _prctl(PR_CAPBSET_DROP, cap)
+
+
+def bounding_has(cap: int) -> bool:
+    return bool(_prctl(PR_CAPBSET_READ, cap))
+
+
+def ambient_raise(cap: int) -> None:
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
+
+
+def ambient_lower(cap: int) -> None:
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, cap)
+
+
+def ambient_clear_all() -> None:
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+def ambient_is_set(cap: int) -> bool:
+    return bool(_prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap))
+
+
+def get_securebits() -> int:
+    return _prctl(PR_GET_SECUREBITS)
+
+
+def set_securebits(bits: int) -> None:
+    _prctl(PR_SET_SECUREBITS, bits)
+
+
+def set_pdeathsig(sig: int) -> None:
+    _prctl(PR_SET_PDEATHSIG, sig)
+
+
+def get_pdeathsig() -> int:
+    out = ffi.new("int *")
+    if libc.prctl(ffi.cast("int", PR_GET_PDEATHSIG), out) < 0:
+        err = ffi.errno
+        raise OSError(err, f"prctl(PR_GET_PDEATHSIG): {os.strerror(err)}")
+    return out[0]
+
+
+def set_no_new_privs() -> None:
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def get_no_new_privs() -> bool:
+    return bool(_prctl(PR_GET_NO_NEW_PRIVS))
+
+
+def get_seccomp() -> int:
+    return _prctl(PR_GET_SECCOMP)
+
+
+# ---------------------------------------------------------------------------
+# File descriptors
+# ---------------------------------------------------------------------------
+
+NR_CLOSE_RANGE = 436  # same number on x86_64 and aarch64 (asm-generic era)
+_MAX_FD = 0xFFFFFFFF
+
+
+def close_fds(keep: Iterable[int] = ()) -> None:
+    """Close every fd >= 3 except *keep* (close_range, else /proc/self/fd)."""
+    keep_set = {fd for fd in keep if fd >= 3}
+    try:
+        low = 3
+        for fd in sorted(keep_set):
+            if fd > low:
+                syscall(NR_CLOSE_RANGE, low, fd - 1, 0)
+            low = fd + 1
+        syscall(NR_CLOSE_RANGE, low, _MAX_FD, 0)
+        return
+    except OSError as e:
+        if e.errno not in (_errno.ENOSYS, _errno.EPERM):
+            raise
+    # Fallback for kernels before 5.9 (or a seccomp policy that hides it).
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= 3 and fd not in keep_set:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the fd of the listdir itself, already gone
+
+
+# ---------------------------------------------------------------------------
+# Landlock
+# ---------------------------------------------------------------------------
+
+NR_LANDLOCK_CREATE_RULESET = 444
+NR_LANDLOCK_ADD_RULE = 445
+NR_LANDLOCK_RESTRICT_SELF = 446
+LANDLOCK_CREATE_RULESET_VERSION = 1 << 0
+LANDLOCK_RULE_PATH_BENEATH = 1
+
+LL_EXECUTE = 1 << 0
+LL_WRITE_FILE = 1 << 1
+LL_READ_FILE = 1 << 2
+LL_READ_DIR = 1 << 3
+LL_REMOVE_DIR = 1 << 4
+LL_REMOVE_FILE = 1 << 5
+LL_MAKE_CHAR = 1 << 6
+LL_MAKE_DIR = 1 << 7
+LL_MAKE_REG = 1 << 8
+LL_MAKE_SOCK = 1 << 9
+LL_MAKE_FIFO = 1 << 10
+LL_MAKE_BLOCK = 1 << 11
+LL_MAKE_SYM = 1 << 12
+LL_REFER = 1 << 13  # ABI 2
+LL_TRUNCATE = 1 << 14  # ABI 3
+LL_IOCTL_DEV = 1 << 15  # ABI 5
+
+#: Filesystem rights each ABI version can handle (cumulative).
+_LL_FS_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1}
+_LL_FS_LATEST = (1 << 16) - 1
+LL_READ = LL_EXECUTE | LL_READ_FILE | LL_READ_DIR
+#: Rights that make sense on a non-directory; others give EINVAL there.
+LL_FILE_RIGHTS = LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE | LL_TRUNCATE | LL_IOCTL_DEV
+
+
+def landlock_abi() -> int:
+    """Landlock ABI version, or 0 if the kernel lacks or disabled Landlock."""
+    try:
+        return syscall(NR_LANDLOCK_CREATE_RULESET, 0, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    except OSError as e:
+        if e.errno in (_errno.ENOSYS, _errno.EOPNOTSUPP):
+            return 0
+        raise
+
+
+def landlock_fs_rights(abi: int) -> int:
+    """Filesystem access rights the given ABI version understands."""
+    return _LL_FS_BY_ABI.get(abi, _LL_FS_LATEST) if abi > 0 else 0
+
+
+def landlock_restrict(read: Iterable[str], write: Iterable[str]) -> int:
+    """Restrict this thread (and later children) to *read*/*write* paths.
+
+    Every filesystem right the kernel knows is handled, so anything not
+    granted below is denied. Write implies read. Returns the ABI used.
+    Raises ScopingError if Landlock is unavailable or a path is missing:
+    a declared sandbox that silently does not apply is worse than none.
+    """
+    abi = landlock_abi()
+    if abi < 1:
+        raise ScopingError("landlock: not supported or disabled by this kernel")
+    handled = landlock_fs_rights(abi)
+    grants: list[tuple[str, int]] = [(p, LL_READ) for p in read]
+    grants += [(p, handled) for p in write]
+    attr = ffi.new("struct landlock_ruleset_attr *", (handled, 0, 0))
+    try:
+        ruleset = syscall(
+            NR_LANDLOCK_CREATE_RULESET, int(ffi.cast("intptr_t", attr)), ffi.sizeof(attr[0]), 0
+        )
+    except OSError as e:
+        raise ScopingError(f"landlock: create_ruleset failed: {e}")
+    try:
+        for path, rights in grants:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError as e:
+                raise ScopingError(f"landlock: cannot open declared path {path!r}: {e}")
+            try:
+                allowed = rights & handled
+                if not os.path.isdir(f"/proc/self/fd/{fd}"):
+                    allowed &= LL_FILE_RIGHTS
+                rule = ffi.new("struct landlock_path_beneath_attr *", (allowed, fd))
+                syscall(
+                    NR_LANDLOCK_ADD_RULE,
+                    ruleset,
+                    LANDLOCK_RULE_PATH_BENEATH,
+                    int(ffi.cast("intptr_t", rule)),
+                    0,
+                )
+            except OSError as e:
+                raise ScopingError(f"landlock: add_rule for {path!r} failed: {e}")
+            finally:
+                os.close(fd)
+        try:
+            syscall(NR_LANDLOCK_RESTRICT_SELF, ruleset, 0)
+        except OSError as e:
+            raise ScopingError(f"landlock: restrict_self failed: {e}")
+    finally:
+        os.close(ruleset)
+    return abi
+
+
+# ---------------------------------------------------------------------------
+# Seccomp
+# ---------------------------------------------------------------------------
+
+AUDIT_ARCH_X86_64 = 0xC000003E
+AUDIT_ARCH_AARCH64 = 0xC00000B7
+X32_SYSCALL_BIT = 0x40000000
+
+SECCOMP_MODE_FILTER = 2
+SECCOMP_RET_KILL_PROCESS = 0x80000000
+SECCOMP_RET_ERRNO = 0x00050000
+SECCOMP_RET_ALLOW = 0x7FFF0000
+
+BPF_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+BPF_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+BPF_JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K
+BPF_RET_K = 0x06  # BPF_RET | BPF_K
+_OFF_NR = 0  # struct seccomp_data.nr
+_OFF_ARCH = 4  # struct seccomp_data.arch
+
+#: name -> (x86_64 number, aarch64 number or None when absent there).
+SYSCALLS: dict[str, tuple[int, int | None]] = {
+    "acct": (163, 89),
+    "add_key": (248, 217),
+    "adjtimex": (159, 171),
+    "bpf": (321, 280),
+    "capset": (126, 91),
+    "chroot": (161, 51),
+    "clock_adjtime": (305, 266),
+    "clock_settime": (227, 112),
+    "clone": (56, 220),
+    "clone3": (435, 435),
+    "create_module": (174, None),
+    "delete_module": (176, 106),
+    "execve": (59, 221),
+    "execveat": (322, 281),
+    "fanotify_init": (300, 262),
+    "finit_module": (313, 273),
+    "fsconfig": (431, 431),
+    "fsmount": (432, 432),
+    "fsopen": (430, 430),
+    "fspick": (433, 433),
+    "init_module": (175, 105),
+    "io_uring_enter": (426, 426),
+    "io_uring_register": (427, 427),
+    "io_uring_setup": (425, 425),
+    "ioperm": (173, None),
+    "iopl": (172, None),
+    "ioprio_set": (251, 30),
+    "kcmp": (312, 272),
+    "kexec_file_load": (320, 294),
+    "kexec_load": (246, 104),
+    "keyctl": (250, 219),
+    "lookup_dcookie": (212, 18),
+    "mbind": (237, 235),
+    "memfd_create": (319, 279),
+    "migrate_pages": (256, 238),
+    "mknod": (133, None),
+    "mknodat": (259, 33),
+    "mount": (165, 40),
+    "mount_setattr": (442, 442),
+    "move_mount": (429, 429),
+    "move_pages": (279, 239),
+    "name_to_handle_at": (303, 264),
+    "open_by_handle_at": (304, 265),
+    "open_tree": (428, 428),
+    "perf_event_open": (298, 241),
+    "personality": (135, 92),
+    "pidfd_getfd": (438, 438),
+    "pivot_root": (155, 41),
+    "prctl": (157, 167),
+    "process_vm_readv": (310, 270),
+    "process_vm_writev": (311, 271),
+    "ptrace": (101, 117),
+    "quotactl": (179, 60),
+    "quotactl_fd": (443, 443),
+    "reboot": (169, 142),
+    "request_key": (249, 218),
+    "seccomp": (317, 277),
+    "set_mempolicy": (238, 237),
+    "setdomainname": (171, 162),
+    "setgid": (106, 144),
+    "setgroups": (116, 159),
+    "sethostname": (170, 161),
+    "setns": (308, 268),
+    "setregid": (114, 143),
+    "setresgid": (119, 149),
+    "setresuid": (117, 147),
+    "setreuid": (113, 145),
+    "settimeofday": (164, 170),
+    "setuid": (105, 146),
+    "socket": (41, 198),
+    "swapoff": (168, 225),
+    "swapon": (167, 224),
+    "syslog": (103, 116),
+    "sysfs": (139, None),
+    "umount2": (166, 39),
+    "unshare": (272, 97),
+    "uselib": (134, None),
+    "userfaultfd": (323, 282),
+    "ustat": (136, None),
+    "vhangup": (153, 58),
+}
+
+_ARCHES = {"x86_64": (0, AUDIT_ARCH_X86_64), "aarch64": (1, AUDIT_ARCH_AARCH64)}
+
+
+def native_arch() -> str:
+    machine = platform.machine()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+def syscall_numbers(names: Iterable[str], arch: str | None = None) -> list[int]:
+    """Numbers of *names* on *arch*; unknown names raise ScopingError.
+
+    A name known but absent on *arch* (``iopl`` on aarch64) is skipped:
+    a syscall that does not exist cannot be called.
+    """
+    arch = arch or native_arch()
+    if arch not in _ARCHES:
+        raise ScopingError(f"seccomp: unsupported architecture {arch!r}")
+    column = _ARCHES[arch][0]
+    unknown = sorted({n for n in names if n not in SYSCALLS})
+    if unknown:
+        raise ScopingError(f"seccomp: unknown syscall name(s): {', '.join(unknown)}")
+    numbers = {SYSCALLS[n][column] for n in names}
+    return sorted(n for n in numbers if n is not None)
+
+
+def seccomp_deny_program(names: Iterable[str], arch: str | None = None) -> list[tuple]:
+    """Classic BPF: EPERM for *names*, allow the rest, kill on a foreign arch.
+
+    The arch check comes first because syscall numbers only mean something
+    for one ABI; a process switching ABI (e.g. int 0x80 on x86_64) would
+    otherwise slip past a deny list written for the native numbers. On
+    x86_64 the x32 ABI shares AUDIT_ARCH_X86_64 but sets bit 30 of the
+    number, so every x32 call gets EPERM as well.
+    """
+    arch = arch or native_arch()
+    numbers = syscall_numbers(names, arch)
+    audit_arch = _ARCHES[arch][1]
+    eperm = SECCOMP_RET_ERRNO | _errno.EPERM
+    prog: list[tuple] = [
+        (BPF_LD_W_ABS, 0, 0, _OFF_ARCH),
+        (BPF_JEQ_K, 1, 0, audit_arch),
+        (BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        (BPF_LD_W_ABS, 0, 0, _OFF_NR),
+    ]
+    if arch == "x86_64":
+        prog += [(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT), (BPF_RET_K, 0, 0, eperm)]
+    for nr in numbers:
+        prog += [(BPF_JEQ_K, 0, 1, nr), (BPF_RET_K, 0, 0, eperm)]
+    prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
+    return prog
+
+
+def seccomp_install_deny(names: Iterable[str]) -> None:
+    """Install the deny filter on the calling thread (needs no_new_privs or CAP_SYS_ADMIN)."""
+    prog = seccomp_deny_program(names)
+    filters = ffi.new("struct sock_filter[]", prog)
+    fprog = ffi.new("struct sock_fprog *", (len(prog), filters))
+    _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, int(ffi.cast("uintptr_t", fprog)))
