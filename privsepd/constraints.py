@@ -28,6 +28,7 @@ __all__ = [
     "Bytes",
     "Choice",
     "Constraint",
+    "DecimalInt",
     "IPAddress",
     "IntRange",
     "InterfaceName",
@@ -200,6 +201,41 @@ class IntRange(Constraint):
 
     def _key(self) -> tuple:
         return (self.min, self.max)
+
+
+_DECIMAL = re.compile(r"0|-?[1-9][0-9]*")
+
+
+class DecimalInt(Constraint):
+    """A str spelling an int in canonical decimal, within an IntRange.
+
+    For argv, where every argument is a string: ``"1500"`` passes
+    ``int_range [68, 9000]`` but ``"01500"``, ``"+1500"``, ``" 1500"``,
+    ``"1_500"`` and ``"0x5dc"`` do not, so the privileged program sees
+    exactly the number the rule judged.
+    """
+
+    __slots__ = ("range",)
+
+    def __init__(self, range: IntRange):
+        if not isinstance(range, IntRange):
+            raise PolicyError(f"DecimalInt needs an IntRange, got {range!r}")
+        self.range = range
+
+    def describe(self) -> str:
+        return self.range.describe() + " (decimal string)"
+
+    def _problem(self, value: object) -> str | None:
+        problem = _need_str(value)
+        if problem:
+            return problem
+        assert isinstance(value, str)
+        if len(value) > 64 or _DECIMAL.fullmatch(value) is None:
+            return f"{_show(value)} is not a plain decimal integer"
+        return self.range._problem(int(value))
+
+    def _key(self) -> tuple:
+        return self.range._key()
 
 
 class PathUnder(Constraint):

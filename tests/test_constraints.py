@@ -15,6 +15,7 @@ from privsepd.constraints import (
     Bytes,
     Choice,
     Constraint,
+    DecimalInt,
     InterfaceName,
     IntRange,
     IPAddress,
@@ -181,6 +182,33 @@ def test_int_range_min_above_max_is_policy_error():
 @given(st.integers(), st.integers(-100, 100), st.integers(0, 100))
 def test_int_range_admits_exactly_the_interval(value, lo, width):
     assert passes(IntRange(lo, lo + width), value) == (lo <= value <= lo + width)
+
+
+def test_decimal_int_admits_canonical_decimal_in_range():
+    c = DecimalInt(IntRange(68, 9000))
+    assert passes(c, "1500") and passes(c, "68")
+    assert not passes(c, "67")
+
+
+def test_decimal_int_rejects_non_canonical_spellings():
+    c = DecimalInt(IntRange())
+    bad_values = ["01500", "+1500", " 1500", "1500 ", "1_500", "0x5dc", "1500\n", "", "-0", "١٥"]
+    for bad in bad_values:
+        assert not passes(c, bad), bad
+
+
+def test_decimal_int_rejects_int_values():
+    assert not passes(DecimalInt(IntRange()), 1500)
+
+
+def test_decimal_int_admits_negative():
+    assert passes(DecimalInt(IntRange(-5, 5)), "-5")
+
+
+@given(st.integers(-(10**6), 10**6))
+def test_decimal_int_agrees_with_int_range_on_str_of_int(value):
+    r = IntRange(-1000, 1000)
+    assert passes(DecimalInt(r), str(value)) == passes(r, value)
 
 
 # --- PathUnder ---------------------------------------------------------------
