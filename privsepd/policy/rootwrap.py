@@ -1,0 +1,508 @@
+"""Load oslo.rootwrap policy: ``rootwrap.conf`` and ``.filters`` directories.
+
+Existing OpenStack policy must load unchanged and decide the same way, so
+the INI reader reproduces ``configparser.RawConfigParser`` (the parser oslo
+uses) line for line: full-line ``#``/``;`` comments, ``=``/``:`` delimiters,
+indented continuation lines, lower-cased option names, a ``[DEFAULT]``
+section whose options leak into every section, and, for ``.filters``, a
+later duplicate name silently replacing an earlier one. Unlike
+configparser it keeps the line of every option, so every error and warning
+names ``file:line``.
+
+Where oslo's loading is unsafe but legal, privsepd keeps oslo's decision
+and records a :class:`PolicyWarning` for the linter: files in a filters
+directory are read in sorted order (oslo: ``os.listdir`` order) whatever
+their suffix; untrimmed list entries are kept verbatim. Where it is a hole,
+privsepd refuses: relative (cwd-dependent) ``filters_path`` and
+``exec_dirs`` entries are ignored; a filters file that oslo would crash on
+(no ``[Filters]`` section, too few columns) is a :class:`PolicyError`.
+
+Every file and directory read must pass ``trust.check_trusted`` (root-owned,
+not group/world-writable up to ``/``); ``trust`` defaults to ROOT_ONLY.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+
+from privsepd.errors import PolicyError
+from privsepd.policy.filters import (
+    FILTER_CLASSES,
+    RC_BADCONFIG,
+    RC_NOCOMMAND,
+    RC_NOEXECFOUND,
+    RC_UNAUTHORIZED,
+    SIGNAL_BASE,
+    CommandFilter,
+    Decision,
+    EnvFilter,
+    Filter,
+    KillFilter,
+    Source,
+    dangerous_env_name,
+)
+from privsepd.policy.index import FilterIndex
+
+if TYPE_CHECKING:
+    from privsepd.policy.trust import Trust
+
+__all__ = [
+    "ConfigValueError",
+    "PolicyWarning",
+    "RC_BADCONFIG",
+    "RC_NOCOMMAND",
+    "RC_NOEXECFOUND",
+    "RC_UNAUTHORIZED",
+    "SIGNAL_BASE",
+    "RootwrapConfig",
+    "RootwrapPolicy",
+    "load_config",
+    "load_filters",
+    "load_policy",
+    "parse_filters",
+]
+
+
+class ConfigValueError(PolicyError):
+    """A rootwrap.conf option has a bad value (oslo: 'Incorrect value in CONF: ...')."""
+
+
+@dataclass(frozen=True)
+class PolicyWarning:
+    """Legal but risky policy, for the linter: a stable code, message and place."""
+
+    code: str
+    message: str
+    path: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{where}: {self.code}: {self.message}"
+
+
+# -- INI reader (RawConfigParser semantics, with line numbers) -----------------
+
+_SECTION = re.compile(r"\[(?P<header>.+)\]")
+_OPTION = re.compile(r"(?P<option>.*?)\s*(?P<vi>=|:)\s*(?P<value>.*)$")
+_NONSPACE = re.compile(r"\S")
+
+
+class _Option(NamedTuple):
+    value: str
+    line: int
+
+
+class _Ini:
+    """Sections of one INI text: {section: {option: _Option}} plus defaults."""
+
+    def __init__(self) -> None:
+        self.defaults: dict[str, _Option] = {}
+        self.sections: dict[str, dict[str, _Option]] = {}
+        self.duplicates: list[tuple[str, str, int]] = []  # (section, option, line)
+
+    def items(self, section: str) -> list[tuple[str, _Option]]:
+        merged = dict(self.defaults)
+        merged.update(self.sections[section])
+        return list(merged.items())
+
+
+def _split_nl(text: str) -> list[str]:
+    parts = text.split("\n")
+    lines = [p + "\n" for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def _parse_ini(text: str, path: str, strict: bool) -> _Ini:
+    """Parse like RawConfigParser(strict=strict).read(path); errors name the line."""
+    ini = _Ini()
+    cursect: dict[str, list] | None = None
+    sectname: str | None = None
+    optname: str | None = None
+    indent_level = 0
+    seen: set = set()
+    first_error: tuple[int, str] | None = None
+    sections_raw: dict[str, dict[str, list]] = {}
+    defaults_raw: dict[str, list] = {}
+    for lineno, line in enumerate(_split_nl(text.replace("\r\n", "\n").replace("\r", "\n")), 1):
+        stripped = line.strip()
+        if stripped.startswith(("#", ";")):
+            continue  # a comment never adds an empty line to a value
+        if not stripped:
+            if cursect is not None and optname:
+                cursect[optname][0].append("")
+            continue
+        first = _NONSPACE.search(line)
+        cur_indent = first.start() if first else 0
+        if cursect is not None and optname and cur_indent > indent_level:
+            cursect[optname][0].append(stripped)
+            continue
+        indent_level = cur_indent
+        mo = _SECTION.match(stripped)
+        if mo:
+            sectname = mo.group("header")
+            if sectname in sections_raw:
+                if strict and sectname in seen:
+                    raise PolicyError(f"section [{sectname}] already exists", path, lineno)
+                cursect = sections_raw[sectname]
+                seen.add(sectname)
+            elif sectname == "DEFAULT":
+                cursect = defaults_raw
+            else:
+                cursect = {}
+                sections_raw[sectname] = cursect
+                seen.add(sectname)
+            optname = None
+            continue
+        if cursect is None:
+            raise PolicyError("no section header before the first option", path, lineno)
+        mo = _OPTION.match(stripped)
+        if not mo or not mo.group("option"):
+            if first_error is None:
+                first_error = (lineno, stripped)
+            if not mo:
+                continue
+        optname = mo.group("option").rstrip().lower()
+        if strict and (sectname, optname) in seen:
+            raise PolicyError(f"option {optname!r} already set in [{sectname}]", path, lineno)
+        seen.add((sectname, optname))
+        if optname in cursect:
+            ini.duplicates.append((sectname or "", optname, lineno))
+        cursect[optname] = [[mo.group("value").strip()], lineno]
+    if first_error is not None:
+        raise PolicyError(f"cannot parse line {first_error[1]!r}", path, first_error[0])
+
+    def join(options: dict[str, list]) -> dict[str, _Option]:
+        return {k: _Option("\n".join(v[0]).rstrip(), v[1]) for k, v in options.items()}
+
+    ini.defaults = join(defaults_raw)
+    ini.sections = {name: join(opts) for name, opts in sections_raw.items()}
+    return ini
+
+
+# -- trust -----------------------------------------------------------------------
+
+
+def _check(path: str, trust: Trust | None) -> None:
+    from privsepd.policy import trust as trust_module
+
+    trust_module.check_trusted(path, trust_module.ROOT_ONLY if trust is None else trust)
+
+
+def _read(path: str, trust: Trust | None) -> str:
+    from privsepd.policy import trust as trust_module
+
+    return trust_module.read_trusted(path, trust_module.ROOT_ONLY if trust is None else trust)
+
+
+# -- rootwrap.conf ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RootwrapConfig:
+    """Every option oslo.rootwrap reads from ``[DEFAULT]``, with its defaults.
+
+    ``exec_dirs`` defaults to ``$PATH`` at load time, as in oslo. Relative
+    entries of ``filters_path``/``exec_dirs`` (cwd-dependent) are dropped
+    and reported in ``warnings``.
+    """
+
+    path: str
+    filters_path: tuple[str, ...]
+    exec_dirs: tuple[str, ...]
+    use_syslog: bool = False
+    syslog_log_facility: int = logging.handlers.SysLogHandler.LOG_SYSLOG
+    syslog_log_level: int = logging.ERROR
+    daemon_timeout: int = 600
+    rlimit_nofile: int = 1024
+    warnings: tuple[PolicyWarning, ...] = ()
+
+
+_BOOLEANS = {"1": True, "yes": True, "true": True, "on": True}
+_BOOLEANS.update({"0": False, "no": False, "false": False, "off": False})
+
+
+def _split_list(
+    value: str, sep: str, what: str, path: str, line: int | None, warnings: list[PolicyWarning]
+) -> tuple[str, ...]:
+    kept = []
+    for entry in value.split(sep):
+        if entry != entry.strip():
+            warnings.append(
+                PolicyWarning(
+                    "untrimmed-entry",
+                    f"{what} entry {entry!r} has surrounding whitespace (used verbatim)",
+                    path,
+                    line,
+                )
+            )
+        if not os.path.isabs(entry):
+            warnings.append(
+                PolicyWarning(
+                    "relative-entry",
+                    f"{what} entry {entry!r} is not absolute and would depend on the "
+                    "current directory; ignored",
+                    path,
+                    line,
+                )
+            )
+            continue
+        kept.append(entry)
+    return tuple(kept)
+
+
+def _facility(value: str) -> int | None:
+    handler = logging.handlers.SysLogHandler
+    attr = getattr(handler, value, None)
+    if type(attr) is int:
+        return attr
+    return handler.facility_names.get(value)
+
+
+def parse_config(text: str, path: str) -> RootwrapConfig:
+    """Interpret rootwrap.conf text the way oslo.rootwrap's RootwrapConfig does."""
+    ini = _parse_ini(text, path, strict=True)
+    opts = ini.defaults
+    warnings: list[PolicyWarning] = []
+
+    def bad(name: str, message: str) -> ConfigValueError:
+        return ConfigValueError(message, path, opts[name].line)
+
+    if "filters_path" not in opts:
+        raise PolicyError("missing option filters_path in [DEFAULT]", path)
+    fp = opts["filters_path"]
+    filters_path = _split_list(fp.value, ",", "filters_path", path, fp.line, warnings)
+    if "exec_dirs" in opts:
+        ed = opts["exec_dirs"]
+        exec_dirs = _split_list(ed.value, ",", "exec_dirs", path, ed.line, warnings)
+    elif "PATH" in os.environ:
+        exec_dirs = _split_list(os.environ["PATH"], ":", "$PATH", path, None, warnings)
+    else:
+        exec_dirs = ()
+    kwargs: dict = {}
+    if "syslog_log_facility" in opts:
+        v = opts["syslog_log_facility"].value
+        facility = _facility(v)
+        if facility is None:
+            raise bad("syslog_log_facility", f"Unexpected syslog_log_facility: {v}")
+        kwargs["syslog_log_facility"] = facility
+    if "syslog_log_level" in opts:
+        v = opts["syslog_log_level"].value
+        level = logging.getLevelName(v.upper())
+        if not isinstance(level, int):
+            raise bad("syslog_log_level", f"Unexpected syslog_log_level: {v!r}")
+        kwargs["syslog_log_level"] = level
+    if "use_syslog" in opts:
+        v = opts["use_syslog"].value
+        if v.lower() not in _BOOLEANS:
+            raise bad("use_syslog", f"Not a boolean: {v}")
+        kwargs["use_syslog"] = _BOOLEANS[v.lower()]
+    for name in ("daemon_timeout", "rlimit_nofile"):
+        if name in opts:
+            v = opts[name].value
+            try:
+                kwargs[name] = int(v)
+            except ValueError:
+                raise bad(name, f"invalid literal for int() with base 10: {v!r}") from None
+    return RootwrapConfig(
+        path=path,
+        filters_path=filters_path,
+        exec_dirs=exec_dirs,
+        warnings=tuple(warnings),
+        **kwargs,
+    )
+
+
+def load_config(path: str, trust: Trust | None = None) -> RootwrapConfig:
+    """Read and interpret a trusted rootwrap.conf."""
+    return parse_config(_read(path, trust), path)
+
+
+# -- .filters ------------------------------------------------------------------------
+
+
+def _build(name: str, value: str, source: Source, warnings: list[PolicyWarning]) -> Filter | None:
+    columns = [s.strip() for s in value.split(",")]
+    kind, args = columns[0], columns[1:]
+    cls = FILTER_CLASSES.get(kind)
+    path, line = source.path, source.line
+    if cls is None:
+        warnings.append(
+            PolicyWarning("unknown-class", f"unknown filter class {kind!r}; skipped", path, line)
+        )
+        return None
+    needed = {"ReadFileFilter": 1, "KillFilter": 2}.get(kind, 2)
+    if len(args) < needed:
+        what = {"ReadFileFilter": "a file", "KillFilter": "run_as and an executable"}.get(
+            kind, "an executable and run_as"
+        )
+        raise PolicyError(f"{kind} {name!r} needs {what}", path, line)
+    filt = cls(*args, source=source)
+    _lint_filter(filt, warnings)
+    return filt
+
+
+def _lint_filter(filt: Filter, warnings: list[PolicyWarning]) -> None:
+    path, line = filt.source.path, filt.source.line
+
+    def warn(code: str, message: str) -> None:
+        warnings.append(PolicyWarning(code, f"{filt.source.name}: {message}", path, line))
+
+    if filt.kind in ("RegExpFilter", "ChainingRegExpFilter"):
+        for pattern in filt.args:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                warn(
+                    "invalid-regex",
+                    f"pattern {pattern!r} does not compile ({exc}); columns are split on "
+                    "',' so a pattern cannot contain a comma",
+                )
+    if filt.kind == "ChainingFilter":
+        warn("never-matches", "a bare ChainingFilter chains nothing and never matches")
+    if filt.kind == "RegExpFilter" and not filt.args:
+        warn("never-matches", "a RegExpFilter without patterns never matches")
+    if isinstance(filt, EnvFilter):
+        for envname in sorted(filt.env_names):
+            if dangerous_env_name(envname):
+                warn("dangerous-env", f"{envname} is always refused by privsepd")
+        if not filt.env_names:
+            warn("never-matches", "an EnvFilter without NAME= columns never matches")
+    if isinstance(filt, KillFilter) and not os.path.isabs(filt.args[0]):
+        warn("kill-relative", f"{filt.args[0]!r} is matched against $PATH at run time")
+
+
+def parse_filters(
+    text: str, path: str, warnings: list[PolicyWarning] | None = None
+) -> list[Filter]:
+    """Filters of one ``.filters`` text, in oslo's order (``[DEFAULT]`` first)."""
+    if warnings is None:
+        warnings = []
+    ini = _parse_ini(text, path, strict=False)
+    for section, option, line in ini.duplicates:
+        warnings.append(
+            PolicyWarning(
+                "duplicate-name",
+                f"{option!r} redefined in [{section}]; the last definition wins",
+                path,
+                line,
+            )
+        )
+    if "Filters" not in ini.sections:
+        raise PolicyError("no [Filters] section", path)
+    if ini.defaults:
+        first = min(o.line for o in ini.defaults.values())
+        warnings.append(
+            PolicyWarning(
+                "default-section", "[DEFAULT] options are loaded as filters too", path, first
+            )
+        )
+    for section in ini.sections:
+        if section != "Filters":
+            warnings.append(PolicyWarning("ignored-section", f"[{section}] is ignored", path))
+    result = []
+    for name, option in ini.items("Filters"):
+        filt = _build(name, option.value, Source(path, option.line, name), warnings)
+        if filt is not None:
+            result.append(filt)
+    return result
+
+
+def _privsep_helper() -> Filter:
+    return CommandFilter("privsep-helper", "root", source=Source("<implicit>", 0, "privsep-helper"))
+
+
+def load_filters(
+    filters_path: Sequence[str],
+    trust: Trust | None = None,
+    warnings: list[PolicyWarning] | None = None,
+) -> list[Filter]:
+    """All filters of every directory, in order, plus oslo's implicit privsep-helper.
+
+    Files are read in sorted name order (oslo: arbitrary listdir order);
+    dot-files and non-files are skipped, as in oslo.
+    """
+    if warnings is None:
+        warnings = []
+    result: list[Filter] = []
+    for directory in filters_path:
+        if not os.path.isdir(directory):
+            warnings.append(
+                PolicyWarning("missing-dir", "filters directory does not exist", directory)
+            )
+            continue
+        _check(directory, trust)
+        for name in sorted(os.listdir(directory)):
+            if name.startswith("."):
+                continue
+            full = os.path.join(directory, name)
+            if not os.path.isfile(full):
+                continue
+            if not name.endswith(".filters"):
+                warnings.append(
+                    PolicyWarning("odd-suffix", "loaded although it does not end in .filters", full)
+                )
+            result.extend(parse_filters(_read(full, trust), full, warnings))
+    if len(filters_path) > 0 and len(result) > 1:
+        _order_warnings(result, warnings)
+    result.append(_privsep_helper())
+    warnings.append(
+        PolicyWarning(
+            "implicit-privsep-helper",
+            "privsep-helper is always allowed as root (oslo.rootwrap compatibility)",
+            "<implicit>",
+        )
+    )
+    return result
+
+
+def _order_warnings(filters: list[Filter], warnings: list[PolicyWarning]) -> None:
+    """Flag commands allowed by rules in several files: oslo's winner was arbitrary."""
+    by_key: dict[str, set[str]] = {}
+    for filt in filters:
+        for key in filt.index_keys() or ():
+            by_key.setdefault(key, set()).add(filt.source.path)
+    for key, paths in sorted(by_key.items()):
+        if len(paths) > 1:
+            warnings.append(
+                PolicyWarning(
+                    "order-dependent",
+                    f"{key!r} is matched by rules in {sorted(paths)}; oslo's choice "
+                    "depended on directory order, privsepd uses sorted file names",
+                    sorted(paths)[0],
+                )
+            )
+
+
+@dataclass
+class RootwrapPolicy:
+    """A loaded rootwrap policy: config, filters in order, index, warnings."""
+
+    config: RootwrapConfig
+    filters: list[Filter]
+    index: FilterIndex
+    warnings: list[PolicyWarning] = field(default_factory=list)
+
+    def match(self, argv: Sequence[str]) -> Decision:
+        return self.index.match(argv)
+
+
+def load_policy(conf_path: str, trust: Trust | None = None) -> RootwrapPolicy:
+    """Load rootwrap.conf and every filters directory it names."""
+    config = load_config(conf_path, trust)
+    warnings = list(config.warnings)
+    filters = load_filters(config.filters_path, trust, warnings)
+    return RootwrapPolicy(config, filters, FilterIndex(filters, config.exec_dirs), warnings)
+
+
+def signal_exit_code(returncode: int) -> int:
+    """oslo-rootwrap's exit code for a child's returncode (128+N when killed by N)."""
+    return SIGNAL_BASE - returncode if returncode < 0 else returncode
