@@ -73,6 +73,10 @@ class AuditLog:
             try:
                 self._syslog.send(msg)
             except OSError:
-                _logger.info(line)
+                _logger.warning(line)
         else:
-            _logger.info(line)
+            # Without a dedicated sink, allowed calls stay at DEBUG so they are
+            # not forwarded over the channel with every reply; denials and
+            # errors are always visible.
+            level = logging.DEBUG if fields.get("decision") == "allow" else logging.WARNING
+            _logger.log(level, line)

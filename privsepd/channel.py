@@ -117,7 +117,7 @@ class ClientChannel:
             with self._send_lock:
                 self._sock.sendall(data)
         except OSError as exc:
-            self._fail(HelperDiedError(f"cannot send to helper: {exc}"))
+            self._fail(self._last_words() or HelperDiedError(f"cannot send to helper: {exc}"))
             raise _fresh(self._failure) from None
         reply = self._wait(rid, deadline, timeout)
         if reply.ok:
@@ -191,6 +191,35 @@ class ClientChannel:
         except OSError as exc:
             self._fail(HelperDiedError(self._lost_message(f"channel failed: {exc}")))
             raise _fresh(self._failure) from None
+
+    def _last_words(self) -> PrivsepError | None:
+        """After a failed send: did the helper say why it hung up?
+
+        A helper that detects a protocol violation sends the reason and
+        closes; a caller whose send then fails should see that reason rather
+        than a bare broken pipe.
+        """
+        if not self._send_lock.acquire(timeout=0.1):
+            return None
+        try:
+            with self._cond:
+                if self._reading:
+                    return None  # the active reader will report it
+                self._reading = True
+            self._sock.settimeout(0.1)
+            while True:
+                data = self._sock.recv(RECV_SIZE)
+                if not data:
+                    return None
+                for event in self._proto.receive_data(data):
+                    if isinstance(event, Reply) and event.id == 0 and not event.ok:
+                        return ProtocolError(f"helper closed the channel: {event.error[1]}")
+        except (OSError, PrivsepError):
+            return None
+        finally:
+            with self._cond:
+                self._reading = False
+            self._send_lock.release()
 
     def _lost_message(self, what: str) -> str:
         n = len(self._pending)

@@ -282,6 +282,11 @@ def _check_reply(msg: Any) -> Reply | LogRecord:
     raise ProtocolError(f"unknown reply kind {kind!r}")
 
 
+def _is_log(msg: Any) -> bool:
+    """Log frames may precede the welcome (the helper logs while it starts)."""
+    return isinstance(msg, list) and len(msg) == 3 and msg[:2] == [0, KIND_LOG]
+
+
 class ServerProtocol:
     """Helper side: expects a hello, then a stream of requests."""
 
@@ -370,7 +375,7 @@ class ClientProtocol:
         try:
             out: list[Welcome | Reply | LogRecord] = []
             for msg in self._decoder.feed(data):
-                if self.state is State.AWAIT_HELLO:
+                if self.state is State.AWAIT_HELLO and not _is_log(msg):
                     out.append(self._on_welcome(msg))
                 else:
                     out.append(_check_reply(msg))

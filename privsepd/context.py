@@ -1,0 +1,291 @@
+"""The library front end: ``Context`` and its ``@entrypoint`` decorator.
+
+A service declares what its helper may hold (capabilities, user, sandbox)
+and which functions it may run, then calls those functions as usual; the
+calls travel to the helper, are checked there, and run there.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from privsepd.audit import AuditLog
+from privsepd.channel import ClientChannel
+from privsepd.errors import HelperDiedError, PrivsepError
+from privsepd.helper import Entrypoint, HelperProcess, HelperSpec, Monitor
+from privsepd.protocol import OP_CALL, OP_EXEC, OP_PING, ClientProtocol, Limits
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# True inside a helper process: entrypoints then run locally instead of
+# sending themselves to a helper (so one entrypoint may call another).
+_in_helper = False
+
+
+class Context:
+    """A named privilege scope and the functions that may run inside it."""
+
+    def __init__(
+        self,
+        name: str,
+        capabilities: Iterable[str] = (),
+        *,
+        user: str | None = None,
+        group: str | None = None,
+        stay_root: bool = False,
+        umask: int = 0o077,
+        timeout: float = 30.0,
+        landlock: Any = None,
+        seccomp_deny: Iterable[str] = (),
+        limits: Limits | None = None,
+        max_workers: int = 8,
+        audit: str | None = None,
+        logger: logging.Logger | None = None,
+        command_runner: Callable[[], Callable[[list, dict], Any]] | None = None,
+    ) -> None:
+        from privsepd.scoping import parse_capabilities
+
+        self.name = name
+        self.capabilities = parse_capabilities(capabilities)
+        self.user = user
+        self.group = group
+        self.stay_root = stay_root
+        self.umask = umask
+        self.timeout = timeout
+        self.landlock = landlock
+        self.seccomp_deny = tuple(seccomp_deny)
+        self.limits = limits or Limits()
+        self.max_workers = max_workers
+        self.audit_target = audit
+        self.logger = logger or logging.getLogger(f"privsepd.{name}")
+        self._command_runner_factory = command_runner
+        self._entrypoints: dict[str, Entrypoint] = {}
+        self._lock = threading.Lock()
+        self._helper: HelperProcess | None = None
+        self._channel: ClientChannel | None = None
+        self._started_once = False
+
+    # -- declaring ----------------------------------------------------------
+
+    def entrypoint(
+        self,
+        func: F | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        strict: bool = False,
+        **constraints: Any,
+    ) -> Any:
+        """Register ``func`` to run in the helper, with argument constraints.
+
+        Usable bare (``@ctx.entrypoint``) or with options
+        (``@ctx.entrypoint(mtu=IntRange(68, 9000), timeout=5)``). Must run
+        before the helper starts: the helper's table is fixed at fork.
+        """
+
+        def register(fn: F) -> F:
+            name = f"{fn.__module__}:{fn.__qualname__}"
+            if self._started_once:
+                raise PrivsepError(
+                    f"cannot register {name}: context {self.name!r} already started its helper"
+                )
+            if name in self._entrypoints:
+                raise PrivsepError(f"entrypoint {name} registered twice")
+            entry = Entrypoint(name, fn, constraints, timeout, strict)
+            self._entrypoints[name] = entry
+            call_timeout = timeout
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                if _in_helper:
+                    return fn(*args, **kwargs)
+                return self._call(OP_CALL, name, args, kwargs, call_timeout)
+
+            wrapper.privsepd_name = name  # type: ignore[attr-defined]
+            return wrapper  # type: ignore[return-value]
+
+        if func is not None:
+            return register(func)
+        return register
+
+    @property
+    def entrypoints(self) -> Mapping[str, Entrypoint]:
+        return dict(self._entrypoints)
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def scope(self) -> Any:
+        """The kernel scope the helper will enter (resolved now, at start)."""
+        from privsepd.scoping import Scope, resolve_user
+
+        if self.stay_root:
+            uid = gid = None
+            groups: tuple[int, ...] = ()
+        else:
+            uid, gid, groups = resolve_user(self.user, self.group)
+        return Scope(
+            capabilities=self.capabilities,
+            uid=uid,
+            gid=gid,
+            groups=groups,
+            umask=self.umask,
+            landlock=self.landlock,
+            seccomp_deny=self.seccomp_deny,
+        )
+
+    def start(self) -> None:
+        """Fork and scope the helper now (instead of on the first call)."""
+        with self._lock:
+            if self._channel is None or self._channel.failure is not None:
+                self._start_locked()
+
+    def _start_locked(self) -> None:
+        self._discard_locked()
+        spec = HelperSpec(self.name, self.scope(), self.limits, self.max_workers)
+        entrypoints = dict(self._entrypoints)
+        runner_factory = self._command_runner_factory
+        audit = AuditLog.open(self.audit_target)
+        name = self.name
+
+        def monitor_factory() -> Monitor:
+            global _in_helper
+            _in_helper = True
+            runner = runner_factory() if runner_factory is not None else None
+            return Monitor(name, entrypoints, runner, audit)
+
+        self._started_once = True
+        helper = _forker.run(lambda: HelperProcess.fork(spec, monitor_factory, audit))
+        channel = ClientChannel(
+            helper.sock, self.name, ClientProtocol(self.name, self.limits), self.logger
+        )
+        try:
+            channel.handshake(timeout=max(self.timeout, 5.0))
+        except PrivsepError:
+            helper.stop(timeout=1.0)
+            raise
+        self._helper = helper
+        self._channel = channel
+
+    def _discard_locked(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        if self._helper is not None:
+            self._helper.stop()
+        self._channel = None
+        self._helper = None
+
+    def stop(self) -> None:
+        """Close the channel; the helper sees EOF and exits."""
+        with self._lock:
+            self._discard_locked()
+
+    @property
+    def helper_pid(self) -> int | None:
+        helper = self._helper
+        return helper.pid if helper is not None else None
+
+    def __enter__(self) -> Context:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- calling ------------------------------------------------------------
+
+    def _call(
+        self, op: str, name: str, args: Any, kwargs: dict, timeout: float | None = None
+    ) -> Any:
+        if _in_helper:
+            raise PrivsepError("a helper cannot call its own context over the channel")
+        with self._lock:
+            if self._channel is None or self._channel.failure is not None:
+                self._start_locked()
+            channel, helper = self._channel, self._helper
+        try:
+            return channel.call(op, name, args, kwargs, timeout or self.timeout)
+        except HelperDiedError as exc:
+            if helper is not None and helper.poll(0.2) is not None:
+                raise HelperDiedError(f"{exc} ({helper.describe_exit()})") from None
+            raise
+
+    def ping(self) -> str:
+        return self._call(OP_PING, "", [], {})
+
+    def execute(
+        self,
+        argv: list[str],
+        *,
+        input: bytes | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> tuple[int, bytes, bytes]:
+        """Run ``argv`` in the helper after the command policy allows it."""
+        kwargs: dict[str, Any] = {}
+        if input is not None:
+            kwargs["input"] = input
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        if env:
+            kwargs["env"] = dict(env)
+        call_timeout = (timeout + 5.0) if timeout is not None else None
+        rc, out, err = self._call(
+            OP_EXEC, argv[0] if argv else "", list(argv), kwargs, call_timeout
+        )
+        return rc, out, err
+
+
+class _Forker:
+    """Forks helpers from a thread that lives as long as the process.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the helper exits,
+    not the process: a helper forked from a short-lived worker thread (the
+    first call often comes from one) would be killed when that thread ends.
+    The main thread forks directly; other threads hand the fork to this
+    daemon thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, job: Callable[[], HelperProcess]) -> HelperProcess:
+        if threading.current_thread() is threading.main_thread():
+            return job()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._serve, name="privsepd-forker", daemon=True
+                )
+                self._thread.start()
+        done = threading.Event()
+        box: list = []
+        self._jobs.put((job, box, done))
+        done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    def _serve(self) -> None:
+        while True:
+            job, box, done = self._jobs.get()
+            try:
+                box.append((True, job()))
+            except BaseException as exc:
+                box.append((False, exc))
+            done.set()
+
+
+_forker = _Forker()
+
+
+def in_helper() -> bool:
+    """True when running inside a helper process."""
+    return _in_helper
