@@ -147,6 +147,12 @@ class Scope:
     Capability names are normalized (``"net_admin"`` -> ``"CAP_NET_ADMIN"``)
     and syscall names checked against the table for this architecture at
     construction, so a bad declaration fails before any fork.
+
+    ``uid=None`` keeps uid 0 (an explicit opt-in; NOROOT still denies root
+    powers at exec). ``uid`` requires ``gid``. Supplementary groups are set
+    (to ``groups``, possibly empty) whenever uid, gid or groups is given.
+    With ``landlock`` set, the helper can no longer open paths outside it,
+    /proc and the Python library included: import what it needs first.
     """
 
     capabilities: frozenset[str]
@@ -457,8 +463,9 @@ def ambient_capabilities(caps: Iterable[str]) -> Iterator[None]:
     A subprocess forked from this thread (``subprocess.Popen`` without
     preexec_fn) then keeps exactly these capabilities across exec, while
     every other thread and later command gets none. *caps* must be within
-    the permitted set. Capabilities are per thread, so concurrent commands
-    in other threads are unaffected.
+    the permitted set. Capabilities are per thread, so commands run by other
+    existing threads are unaffected; a thread *started* inside the block
+    inherits the raised sets (clone copies the creator's credentials).
     """
     try:
         names = parse_capabilities(caps)
