@@ -65,6 +65,8 @@ class Context:
         self.logger = logger or logging.getLogger(f"privsepd.{name}")
         self._command_runner_factory = command_runner
         self._entrypoints: dict[str, Entrypoint] = {}
+        self._policy_functions: Mapping[str, Any] | None = None
+        self._timeouts: dict[str, float | None] = {}
         self._lock = threading.Lock()
         self._helper: HelperProcess | None = None
         self._channel: ClientChannel | None = None
@@ -98,13 +100,13 @@ class Context:
                 raise PrivsepError(f"entrypoint {name} registered twice")
             entry = Entrypoint(name, fn, constraints, timeout, strict)
             self._entrypoints[name] = entry
-            call_timeout = timeout
+            self._timeouts[name] = timeout
 
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 if _in_helper:
                     return fn(*args, **kwargs)
-                return self._call(OP_CALL, name, args, kwargs, call_timeout)
+                return self._call(OP_CALL, name, args, kwargs, self._timeouts.get(name))
 
             wrapper.privsepd_name = name  # type: ignore[attr-defined]
             return wrapper  # type: ignore[return-value]
@@ -116,6 +118,70 @@ class Context:
     @property
     def entrypoints(self) -> Mapping[str, Entrypoint]:
         return dict(self._entrypoints)
+
+    def apply_policy(self, policy: Any) -> None:
+        """Take this context's declaration from loaded, root-owned policy.
+
+        Capabilities, identity, umask, timeout, audit sink and sandbox come
+        from the policy's ``[context.NAME]``. From then on only functions the
+        policy lists for this context can be called (their policy
+        constraints are checked in addition to those declared in code), and
+        ``execute`` runs only the policy's commands for this context.
+        """
+        from privsepd.errors import PolicyError
+        from privsepd.scoping import Landlock, parse_capabilities
+
+        spec = policy.contexts.get(self.name)
+        if spec is None:
+            raise PolicyError(f"policy declares no context {self.name!r}")
+        if self._started_once:
+            raise PrivsepError(f"context {self.name!r} already started its helper")
+        self.capabilities = parse_capabilities(spec.capabilities)
+        self.user, self.group, self.stay_root = spec.user, spec.group, spec.stay_root
+        self.umask, self.timeout, self.audit_target = spec.umask, spec.timeout, spec.audit
+        sandbox = spec.sandbox
+        if sandbox.landlock_read or sandbox.landlock_write:
+            self.landlock = Landlock(read=sandbox.landlock_read, write=sandbox.landlock_write)
+        else:
+            self.landlock = None
+        self.seccomp_deny = tuple(sandbox.seccomp_deny)
+        self._policy_functions = policy.functions_for(self.name)
+        for name, fspec in self._policy_functions.items():
+            if fspec.timeout is not None:
+                self._timeouts[name] = fspec.timeout
+        if policy.filters_for(self.name) and self._command_runner_factory is None:
+            index = policy.index(self.name)
+            self._command_runner_factory = _policy_runner(index, self.name)
+
+    def _table(self) -> dict[str, Entrypoint]:
+        """The helper's fixed function table: code entrypoints the policy allows."""
+        if self._policy_functions is None:
+            return dict(self._entrypoints)
+        from privsepd.errors import PolicyError
+
+        table = {}
+        for name, fspec in self._policy_functions.items():
+            entry = self._entrypoints.get(name)
+            if entry is None:
+                self.logger.warning("policy lists %s but no code registered it", name)
+                continue
+            constraints = dict(entry.constraints)
+            for arg, constraint in fspec.constraints.items():
+                mine = constraints.get(arg)
+                constraints[arg] = constraint if mine is None else _Both(mine, constraint)
+            try:
+                table[name] = Entrypoint(
+                    name,
+                    entry.func,
+                    constraints,
+                    fspec.timeout or entry.timeout,
+                    strict=fspec.strict or entry.strict,
+                )
+            except TypeError as exc:
+                source = getattr(fspec, "source", None)
+                where = f" ({source.path}:{source.line})" if source is not None else ""
+                raise PolicyError(f"function {name}{where}: {exc}") from None
+        return table
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -147,7 +213,7 @@ class Context:
     def _start_locked(self) -> None:
         self._discard_locked()
         spec = HelperSpec(self.name, self.scope(), self.limits, self.max_workers)
-        entrypoints = dict(self._entrypoints)
+        entrypoints = self._table()
         runner_factory = self._command_runner_factory
         audit = AuditLog.open(self.audit_target)
         name = self.name
@@ -238,6 +304,29 @@ class Context:
             OP_EXEC, argv[0] if argv else "", list(argv), kwargs, call_timeout
         )
         return rc, out, err
+
+
+class _Both:
+    """Code and policy both constrain one argument: both must pass."""
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self._checks = (first, second)
+
+    def check(self, argument: str, value: object) -> None:
+        for constraint in self._checks:
+            constraint.check(argument, value)
+
+    def describe(self) -> str:
+        return " and ".join(c.describe() for c in self._checks)
+
+
+def _policy_runner(index: Any, context: str) -> Callable[[], Callable[[list, dict], Any]]:
+    def factory() -> Callable[[list, dict], Any]:
+        from privsepd.execute import runner_factory
+
+        return runner_factory(index, context=context)()
+
+    return factory
 
 
 class _Forker:
