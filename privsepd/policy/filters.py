@@ -712,6 +712,7 @@ class Decision:
     """The outcome of matching one argv against a policy.
 
     ``outcome`` is ``allow``, ``no-match`` (oslo: NoFilterMatched, rc 99),
+    ``invalid`` (argv holds NUL or unencodable text: no execve could carry it),
     ``not-executable`` (oslo: FilterMatchNotExecutable, rc 96; ``filter`` is
     the first such match) or ``bad-user`` (run_as unknown; oslo crashes).
     ``env`` holds only the variables to add; ``uid``/``gid`` are the run-as
@@ -760,6 +761,8 @@ class Decision:
             return f"{self.filter.source}: run_as user {self.filter.run_as!r} does not exist"
         if self.outcome == "not-executable" and self.filter is not None:
             return f"{self.filter.source}: executable {self.filter.exec_path!r} not found"
+        if self.outcome == "invalid":
+            return "argv contains NUL or characters that cannot be encoded"
         devs = self.deviations
         if devs:
             c = devs[0]

@@ -41,6 +41,15 @@ __all__ = ["FilterIndex"]
 _NO_POSITIONS: tuple[int, ...] = ()
 
 
+def _encodable(word: str) -> bool:
+    """True if word can be an execve() argument (what os.fsencode accepts)."""
+    try:
+        os.fsencode(word)
+    except UnicodeError:
+        return False
+    return True
+
+
 def _leading_env(argv: Sequence[str]) -> int:
     n = 0
     for word in argv:
@@ -134,7 +143,11 @@ class FilterIndex:
     # -- matching ------------------------------------------------------------
     def match(self, argv: Sequence[str]) -> Decision:
         """Decide argv: oslo's first match, minus its documented holes."""
-        return self._scan(tuple(argv), None)
+        argv = tuple(argv)
+        for word in argv:
+            if type(word) is not str or "\0" in word or not _encodable(word):
+                return Decision(argv, "invalid")
+        return self._scan(argv, None)
 
     def _scan(self, argv: tuple[str, ...], leaf_run_as: str | None) -> Decision:
         if not argv:
