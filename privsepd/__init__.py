@@ -1,4 +1,13 @@
-"""privsepd: run the few privileged things a service needs in a scoped helper."""
+"""privsepd: run the few privileged things a service needs in a scoped helper.
+
+The public surface is small: :class:`Context` (declare a helper and its
+entrypoints), :class:`Landlock` (an optional filesystem sandbox),
+:func:`load_policy` (root-owned TOML / rootwrap policy) and the error types.
+Heavier names are imported on first use, so ``privsepd-rootwrap`` (which
+imports this package) starts without loading msgpack or cffi.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from privsepd.errors import (
     CallTimeout,
@@ -15,12 +24,38 @@ from privsepd.errors import (
     UnsafePolicyError,
 )
 
+if TYPE_CHECKING:
+    from privsepd.context import Context, in_helper
+    from privsepd.policy.loader import load_policy
+    from privsepd.scoping import Landlock
+
+_LAZY = {
+    "Context": "privsepd.context",
+    "in_helper": "privsepd.context",
+    "Landlock": "privsepd.scoping",
+    "load_policy": "privsepd.policy.loader",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'privsepd' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "CallTimeout",
     "ConstraintError",
+    "Context",
     "DeniedError",
     "HandshakeError",
     "HelperDiedError",
+    "Landlock",
     "PolicyError",
     "PrivsepError",
     "ProtocolError",
@@ -28,4 +63,6 @@ __all__ = [
     "ScopingError",
     "UnknownFunctionError",
     "UnsafePolicyError",
+    "in_helper",
+    "load_policy",
 ]
