@@ -9,6 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from privsepd.constraints import (
     Choice,
@@ -23,7 +25,7 @@ from privsepd.errors import PolicyError, UnsafePolicyError
 from privsepd.policy.filters import Filter
 from privsepd.policy.index import FilterIndex
 from privsepd.policy.loader import load_policy
-from privsepd.policy.native import CHAIN, NativeCommand, parse_policy
+from privsepd.policy.native import CHAIN, NativeCommand, _Reader, parse_policy
 from privsepd.policy.trust import Trust, check_trusted
 
 DEMO = """\
@@ -575,3 +577,71 @@ def test_filters_dropin_error_names_file(etc):
     with pytest.raises(PolicyError) as info:
         load_policy([str(d)])
     assert info.value.path == bad
+
+
+# --- shipped examples -------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_examples_load_together(etc):
+    shutil.copy(REPO / "filters" / "demo.toml", etc / "policy.toml")
+    shutil.copytree(REPO / "filters" / "privsepd.d", etc / "policy.d")
+    for path in [etc / "policy.toml", etc / "policy.d", *(etc / "policy.d").iterdir()]:
+        os.chown(path, 0, 0)
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    policy = load_policy([str(etc / "policy.toml"), str(etc / "policy.d")])
+    assert set(policy.contexts) == {"demo", "storage"}
+    demo = policy.index("demo")
+    argv = ["ip", "netns", "exec", "ns1", "ip", "link", "set", "eth0", "mtu", "9000"]
+    assert demo.match(argv).allowed
+    shim = policy.index(None).match(["conntrack", "-D", "-d", "192.0.2.1"])
+    assert shim.filter is not None and shim.filter.name == "conntrack-delete"
+
+
+# --- fuzzing ------------------------------------------------------------------------
+
+_FUZZ_KEYS = st.sampled_from(
+    [
+        "context",
+        "function",
+        "command",
+        "name",
+        "exec",
+        "args",
+        "regex",
+        "rest",
+        "chain",
+        "capabilities",
+        "user",
+        "stay_root",
+        "umask",
+        "timeout",
+        "sandbox",
+        "int_range",
+        "x",
+    ]
+)
+_FUZZ_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 70000) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_FUZZ_KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_FUZZ_KEYS, _FUZZ_VALUES, max_size=4))
+def test_reader_raises_only_policy_errors_on_any_document(doc):
+    try:
+        _Reader("/p.toml", "").read(doc)
+    except PolicyError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_parse_policy_raises_only_policy_errors_on_any_text(text):
+    try:
+        parse_policy(text, "/p.toml")
+    except PolicyError:
+        pass
