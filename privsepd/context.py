@@ -134,8 +134,8 @@ class Context:
         spec = policy.contexts.get(self.name)
         if spec is None:
             raise PolicyError(f"policy declares no context {self.name!r}")
-        if self._started_once:
-            raise PrivsepError(f"context {self.name!r} already started its helper")
+        if self._helper is not None:
+            raise PrivsepError(f"context {self.name!r} has a running helper; stop it first")
         self.capabilities = parse_capabilities(spec.capabilities)
         self.user, self.group, self.stay_root = spec.user, spec.group, spec.stay_root
         self.umask, self.timeout, self.audit_target = spec.umask, spec.timeout, spec.audit

@@ -1,0 +1,95 @@
+"""A Context that takes its declaration from root-owned TOML policy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import textwrap
+
+import pytest
+
+from privsepd import ConstraintError, PolicyError, UnknownFunctionError
+from privsepd.constraints import IntRange
+from privsepd.context import Context
+from privsepd.policy.loader import load_policy
+
+ctx = Context("t-policy")
+
+
+@ctx.entrypoint(n=IntRange(0, 100))
+def listed(n: int) -> int:
+    return n * 2
+
+
+@ctx.entrypoint
+def unlisted() -> str:
+    return "should never run"
+
+
+POLICY = """
+[context.t-policy]
+capabilities = ["CAP_CHOWN"]
+user = "nobody"
+timeout = 5.0
+
+[[function]]
+context = "t-policy"
+name = "{module}:listed"
+args.n = {{ int_range = [10, 1000] }}
+"""
+
+
+@pytest.fixture
+def policy_file(root):
+    """A policy file in a root-owned directory chain (/run), so ROOT_ONLY trust applies."""
+    directory = tempfile.mkdtemp(prefix="privsepd-test-", dir="/run")
+    path = os.path.join(directory, "policy.toml")
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(POLICY.format(module=__name__)))
+    os.chmod(path, 0o644)
+    yield path
+    ctx.stop()
+    shutil.rmtree(directory)
+
+
+@pytest.fixture
+def started(policy_file):
+    ctx.apply_policy(load_policy([policy_file]))
+    ctx.start()
+    return ctx
+
+
+def status_value(pid: int, key: str) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return line.split()[1]
+    raise KeyError(key)
+
+
+def test_helper_holds_the_capabilities_the_policy_declares(started):
+    assert int(status_value(started.helper_pid, "CapEff"), 16) == 1 << 0  # CAP_CHOWN
+    assert status_value(started.helper_pid, "Uid") == "65534"
+
+
+def test_function_the_policy_lists_runs(started):
+    assert listed(21) == 42
+
+
+def test_policy_constraint_is_checked_in_addition_to_the_codes(started):
+    with pytest.raises(ConstraintError, match=r"argument 'n' fails int_range \[0, 100\]"):
+        listed(500)  # the policy allows up to 1000, the code only 100
+    with pytest.raises(ConstraintError, match=r"int_range \[10, 1000\]"):
+        listed(5)  # the code allows 5, the policy does not
+
+
+def test_registered_function_the_policy_does_not_list_is_unknown_to_the_helper(started):
+    with pytest.raises(UnknownFunctionError, match="unlisted"):
+        unlisted()
+
+
+def test_policy_without_the_context_is_refused(policy_file):
+    other = Context("t-missing")
+    with pytest.raises(PolicyError, match="no context 't-missing'"):
+        other.apply_policy(load_policy([policy_file]))
