@@ -299,6 +299,12 @@ def test_path_under_must_exist_rejects_dangling_symlink(tree):
     )
 
 
+def test_path_under_rejects_path_through_symlink_loop(tree):
+    (tree / "data" / "l1").symlink_to(tree / "data" / "l2")
+    (tree / "data" / "l2").symlink_to(tree / "data" / "l1")
+    assert not passes(PathUnder(str(tree / "data")), str(tree / "data" / "l1" / "x"))
+
+
 def test_path_under_resolve_returns_real_path(tree):
     c = PathUnder(str(tree / "data"))
     assert c.resolve("p", str(tree / "data" / "in_link" / "x")) == str(tree / "data" / "sub" / "x")
@@ -313,7 +319,19 @@ def test_path_under_prefix_must_be_absolute():
         PathUnder("data")
 
 
-_COMPONENTS = ["sub", "file", "..", ".", "in_link", "out_link", "dir_out", "data", "data2", "x"]
+_COMPONENTS = [
+    "sub",
+    "file",
+    "..",
+    ".",
+    "in_link",
+    "out_link",
+    "dir_out",
+    "loop",
+    "data",
+    "data2",
+    "x",
+]
 
 
 @settings(max_examples=300, deadline=None)
@@ -342,6 +360,8 @@ def _fuzz_tree(factory) -> str:
         (base / "out_link").symlink_to(root / "data2")
         (base / "sub" / "dir_out").symlink_to(root)
         (base / "dir_out").symlink_to(root)
+        (base / "loop").symlink_to(base / "sub" / "loop2")
+        (base / "sub" / "loop2").symlink_to(base / "loop")
         _FUZZ_ROOT.append(str(root))
     return _FUZZ_ROOT[0]
 
