@@ -361,10 +361,13 @@ def _lint_filter(filt: Filter, warnings: list[PolicyWarning]) -> None:
             try:
                 re.compile(pattern)
             except re.error as exc:
+                warn("invalid-regex", f"pattern {pattern!r} does not compile ({exc})")
+                continue
+            if _unbalanced(pattern):
                 warn(
-                    "invalid-regex",
-                    f"pattern {pattern!r} does not compile ({exc}); columns are split on "
-                    "',' so a pattern cannot contain a comma",
+                    "regex-comma-split",
+                    f"pattern {pattern!r} has unbalanced brackets: columns are split on ',' "
+                    "so a pattern cannot contain a comma",
                 )
     if filt.kind == "ChainingFilter":
         warn("never-matches", "a bare ChainingFilter chains nothing and never matches")
@@ -378,6 +381,12 @@ def _lint_filter(filt: Filter, warnings: list[PolicyWarning]) -> None:
             warn("never-matches", "an EnvFilter without NAME= columns never matches")
     if isinstance(filt, KillFilter) and not os.path.isabs(filt.args[0]):
         warn("kill-relative", f"{filt.args[0]!r} is matched against $PATH at run time")
+
+
+def _unbalanced(pattern: str) -> bool:
+    """True if (), [] or {} do not pair up, escapes aside (a split regexp)."""
+    unescaped = re.sub(r"\\.", "", pattern)
+    return any(unescaped.count(a) != unescaped.count(b) for a, b in ("()", "[]", "{}"))
 
 
 def parse_filters(
