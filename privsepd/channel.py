@@ -77,7 +77,12 @@ class ClientChannel:
         """Send hello and wait for the welcome; raise on refusal or EOF."""
         deadline = time.monotonic() + timeout
         try:
-            self._sock.sendall(self._proto.hello())
+            try:
+                self._sock.sendall(self._proto.hello())
+            except OSError:
+                # A peer that refuses us (daemon mode) may have closed already;
+                # its refusal is still waiting to be read.
+                pass
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

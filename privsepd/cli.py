@@ -15,10 +15,20 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.policy)
 
 
-def _filters(args: argparse.Namespace) -> int:
+def _filters(rest: list[str]) -> int:
     from privsepd.authoring import main as authoring_main
 
-    return authoring_main(args.rest)
+    return authoring_main(rest)
+
+
+def _serve(rest: list[str]) -> int:
+    from privsepd.daemon import main as daemon_main
+
+    return daemon_main(rest)
+
+
+# Subcommands with their own argument parser get the rest of argv untouched.
+_PASSTHROUGH = {"filters": _filters, "serve": _serve}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,11 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
         "filters", help="filter authoring: check, explain, convert, learn", add_help=False
     )
     filters.add_argument("rest", nargs=argparse.REMAINDER)
-    filters.set_defaults(func=_filters)
+
+    serve = sub.add_parser(
+        "serve",
+        help="daemon mode: one socket per context, peers authorized by SO_PEERCRED",
+        add_help=False,
+    )
+    serve.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _PASSTHROUGH:
+        return _PASSTHROUGH[argv[0]](argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     return args.func(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import queue
+import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -47,6 +48,7 @@ class Context:
         audit: str | None = None,
         logger: logging.Logger | None = None,
         command_runner: Callable[[], Callable[[list, dict], Any]] | None = None,
+        socket_path: str | None = None,
     ) -> None:
         from privsepd.scoping import parse_capabilities
 
@@ -64,6 +66,8 @@ class Context:
         self.audit_target = audit
         self.logger = logger or logging.getLogger(f"privsepd.{name}")
         self._command_runner_factory = command_runner
+        # Daemon mode: connect to ``privsepd serve`` instead of forking.
+        self.socket_path = socket_path
         self._entrypoints: dict[str, Entrypoint] = {}
         self._policy_functions: Mapping[str, Any] | None = None
         self._timeouts: dict[str, float | None] = {}
@@ -109,6 +113,7 @@ class Context:
                 return self._call(OP_CALL, name, args, kwargs, self._timeouts.get(name))
 
             wrapper.privsepd_name = name  # type: ignore[attr-defined]
+            wrapper.privsepd_entrypoint = entry  # type: ignore[attr-defined]
             return wrapper  # type: ignore[return-value]
 
         if func is not None:
@@ -157,31 +162,7 @@ class Context:
         """The helper's fixed function table: code entrypoints the policy allows."""
         if self._policy_functions is None:
             return dict(self._entrypoints)
-        from privsepd.errors import PolicyError
-
-        table = {}
-        for name, fspec in self._policy_functions.items():
-            entry = self._entrypoints.get(name)
-            if entry is None:
-                self.logger.warning("policy lists %s but no code registered it", name)
-                continue
-            constraints = dict(entry.constraints)
-            for arg, constraint in fspec.constraints.items():
-                mine = constraints.get(arg)
-                constraints[arg] = constraint if mine is None else _Both(mine, constraint)
-            try:
-                table[name] = Entrypoint(
-                    name,
-                    entry.func,
-                    constraints,
-                    fspec.timeout or entry.timeout,
-                    strict=fspec.strict or entry.strict,
-                )
-            except TypeError as exc:
-                source = getattr(fspec, "source", None)
-                where = f" ({source.path}:{source.line})" if source is not None else ""
-                raise PolicyError(f"function {name}{where}: {exc}") from None
-        return table
+        return entrypoint_table(self._entrypoints, self._policy_functions, self.logger)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -212,6 +193,9 @@ class Context:
 
     def _start_locked(self) -> None:
         self._discard_locked()
+        if self.socket_path is not None:
+            self._connect_locked()
+            return
         spec = HelperSpec(self.name, self.scope(), self.limits, self.max_workers)
         entrypoints = self._table()
         runner_factory = self._command_runner_factory
@@ -235,6 +219,27 @@ class Context:
             helper.stop(timeout=1.0)
             raise
         self._helper = helper
+        self._channel = channel
+
+    def _connect_locked(self) -> None:
+        """Daemon mode: the helper is forked by ``privsepd serve`` per connection."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.socket_path)
+        except OSError as exc:
+            sock.close()
+            raise HelperDiedError(
+                f"cannot connect to privsepd daemon at {self.socket_path}: {exc.strerror}"
+            ) from None
+        channel = ClientChannel(
+            sock, self.name, ClientProtocol(self.name, self.limits), self.logger
+        )
+        try:
+            channel.handshake(timeout=max(self.timeout, 5.0))
+        except PrivsepError:
+            sock.close()
+            raise
+        self._helper = _DaemonLink(sock)
         self._channel = channel
 
     def _discard_locked(self) -> None:
@@ -276,7 +281,7 @@ class Context:
         try:
             return channel.call(op, name, args, kwargs, timeout or self.timeout)
         except HelperDiedError as exc:
-            if helper is not None and helper.poll(0.2) is not None:
+            if helper is not None and helper.pid is not None and helper.poll(0.2) is not None:
                 raise HelperDiedError(f"{exc} ({helper.describe_exit()})") from None
             raise
 
@@ -304,6 +309,62 @@ class Context:
             OP_EXEC, argv[0] if argv else "", list(argv), kwargs, call_timeout
         )
         return rc, out, err
+
+
+def entrypoint_table(
+    entrypoints: Mapping[str, Entrypoint],
+    functions: Mapping[str, Any],
+    logger: logging.Logger,
+) -> dict[str, Entrypoint]:
+    """Entrypoints that policy lists, each with code and policy constraints.
+
+    Deny by default: a function registered in code but absent from policy is
+    left out of the helper's table, so calling it is an unknown function.
+    """
+    from privsepd.errors import PolicyError
+
+    table = {}
+    for name, fspec in functions.items():
+        entry = entrypoints.get(name)
+        if entry is None:
+            logger.warning("policy lists %s but no code registered it", name)
+            continue
+        constraints = dict(entry.constraints)
+        for arg, constraint in fspec.constraints.items():
+            mine = constraints.get(arg)
+            constraints[arg] = constraint if mine is None else _Both(mine, constraint)
+        try:
+            table[name] = Entrypoint(
+                name,
+                entry.func,
+                constraints,
+                fspec.timeout or entry.timeout,
+                strict=fspec.strict or entry.strict,
+            )
+        except TypeError as exc:
+            source = getattr(fspec, "source", None)
+            where = f" ({source.path}:{source.line})" if source is not None else ""
+            raise PolicyError(f"function {name}{where}: {exc}") from None
+    return table
+
+
+class _DaemonLink:
+    """Stands in for HelperProcess when the helper belongs to the daemon."""
+
+    pid = None
+    exit_status = None
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def poll(self, wait: float = 0.0) -> int | None:
+        return None
+
+    def describe_exit(self) -> str:
+        return "daemon helper"
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self.sock.close()
 
 
 class _Both:

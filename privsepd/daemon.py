@@ -1,0 +1,256 @@
+"""Daemon mode: ``privsepd serve`` owns one socket per context.
+
+The daemon (root, under systemd) loads root-owned policy once, imports the
+modules that policy names (never a module a client names), and listens on
+``SOCKET_DIR/CONTEXT.sock``. Each connection is authorized by the kernel's
+SO_PEERCRED uid/gid against the context's allow lists; an authorized peer is
+served by a freshly forked helper scoped to that context, so one client's
+helper never sees another's state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import importlib
+import logging
+import os
+import pwd
+import selectors
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from privsepd.audit import AuditLog
+from privsepd.errors import PolicyError, PrivsepError
+from privsepd.helper import Entrypoint, HelperSpec, Monitor, _helper_main
+from privsepd.protocol import ServerProtocol
+
+log = logging.getLogger("privsepd.daemon")
+
+SOCKET_DIR = "/run/privsepd"
+_PEERCRED = struct.Struct("3i")
+
+
+@dataclass(frozen=True)
+class PeerCredentials:
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: socket.socket) -> PeerCredentials:
+    """The connecting process's pid/uid/gid as the kernel recorded them."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    return PeerCredentials(*_PEERCRED.unpack(raw))
+
+
+@dataclass(frozen=True)
+class PeerPolicy:
+    """Who may connect to a context: uids and (primary) gids."""
+
+    uids: frozenset[int]
+    gids: frozenset[int]
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> PeerPolicy:
+        uids = set(spec.allow_uids)
+        gids = set(spec.allow_gids)
+        for name in spec.allow_users:
+            try:
+                uids.add(pwd.getpwnam(name).pw_uid)
+            except KeyError:
+                raise PolicyError(f"context {spec.name!r}: unknown user {name!r} in allow_users")
+        for name in spec.allow_groups:
+            try:
+                gids.add(grp.getgrnam(name).gr_gid)
+            except KeyError:
+                raise PolicyError(f"context {spec.name!r}: unknown group {name!r} in allow_groups")
+        return cls(frozenset(uids), frozenset(gids))
+
+    def allows(self, peer: PeerCredentials) -> bool:
+        # Root may always connect: it could run the function itself anyway.
+        return peer.uid == 0 or peer.uid in self.uids or peer.gid in self.gids
+
+
+def load_entrypoints(functions: Mapping[str, Any]) -> dict[str, Entrypoint]:
+    """Import what root-owned policy names and find its @entrypoint functions.
+
+    Only names from policy are imported, and only functions decorated with
+    ``@ctx.entrypoint`` are accepted, so a typo in policy cannot expose an
+    arbitrary callable such as ``os:system``.
+    """
+    found: dict[str, Entrypoint] = {}
+    for name, fspec in functions.items():
+        module_name, _, qualname = name.partition(":")
+        where = _where(fspec)
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise PolicyError(f"function {name}{where}: cannot load: {exc}") from None
+        entry = getattr(obj, "privsepd_entrypoint", None)
+        if not isinstance(entry, Entrypoint):
+            raise PolicyError(f"function {name}{where}: not a privsepd @entrypoint")
+        found[name] = entry
+    return found
+
+
+def _where(fspec: Any) -> str:
+    source = getattr(fspec, "source", None)
+    return f" ({source.path}:{source.line})" if source is not None else ""
+
+
+@dataclass
+class ServedContext:
+    """One listening socket and what its helpers are fixed to."""
+
+    name: str
+    listener: socket.socket
+    peers: PeerPolicy
+    spec: HelperSpec
+    table: dict[str, Entrypoint]
+    audit: AuditLog
+    runner_factory: Any = None
+
+
+def build_contexts(policy: Any, names: Sequence[str] | None) -> list[tuple[Any, dict]]:
+    from privsepd.context import entrypoint_table
+
+    chosen = list(names) if names else sorted(policy.contexts)
+    out = []
+    for name in chosen:
+        spec = policy.contexts.get(name)
+        if spec is None:
+            raise PolicyError(f"policy declares no context {name!r}")
+        functions = policy.functions_for(name)
+        table = entrypoint_table(load_entrypoints(functions), functions, log)
+        out.append((spec, table))
+    return out
+
+
+class Daemon:
+    """Accepts connections and forks one scoped helper per authorized peer."""
+
+    def __init__(self, policy: Any, socket_dir: str = SOCKET_DIR, contexts=None) -> None:
+        from privsepd.context import Context
+
+        self.socket_dir = socket_dir
+        self.served: list[ServedContext] = []
+        self.children: set[int] = set()
+        os.makedirs(socket_dir, mode=0o755, exist_ok=True)
+        for spec, table in build_contexts(policy, contexts):
+            ctx = Context(spec.name)
+            ctx.apply_policy(policy)
+            path = os.path.join(socket_dir, f"{spec.name}.sock")
+            if os.path.exists(path):
+                os.unlink(path)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(path)
+            # Access is decided per connection from SO_PEERCRED, not by mode.
+            os.chmod(path, 0o666)
+            listener.listen(64)
+            self.served.append(
+                ServedContext(
+                    spec.name,
+                    listener,
+                    PeerPolicy.from_spec(spec),
+                    HelperSpec(spec.name, ctx.scope(), ctx.limits, ctx.max_workers),
+                    table,
+                    AuditLog.open(spec.audit),
+                    ctx._command_runner_factory,
+                )
+            )
+
+    def serve_forever(self) -> None:
+        selector = selectors.DefaultSelector()
+        for served in self.served:
+            selector.register(served.listener, selectors.EVENT_READ, served)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        log.info("serving %s in %s", [s.name for s in self.served], self.socket_dir)
+        while True:
+            for key, _ in selector.select(timeout=1.0):
+                self._accept(key.data)
+            self._reap()
+
+    def _accept(self, served: ServedContext) -> None:
+        try:
+            conn, _ = served.listener.accept()
+        except OSError:
+            return
+        peer = peer_credentials(conn)
+        if not served.peers.allows(peer):
+            reason = (
+                f"peer uid {peer.uid} gid {peer.gid} (pid {peer.pid}) "
+                f"is not allowed to use context {served.name!r}"
+            )
+            served.audit.record(
+                context=served.name, decision="deny", op="connect", error=reason, **_peer(peer)
+            )
+            try:
+                conn.sendall(ServerProtocol(served.name).reject(reason))
+            except OSError:
+                pass
+            conn.close()
+            return
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the helper child
+            status = 70
+            try:
+                for other in self.served:
+                    other.listener.close()
+                status = self._child(served, conn, peer)
+            finally:
+                os._exit(status)
+        conn.close()
+        self.children.add(pid)
+        served.audit.record(context=served.name, decision="connect", helper_pid=pid, **_peer(peer))
+
+    def _child(self, served: ServedContext, conn: socket.socket, peer: PeerCredentials) -> int:
+        import privsepd.context as context_module
+
+        def monitor_factory() -> Monitor:
+            context_module._in_helper = True
+            runner = served.runner_factory() if served.runner_factory is not None else None
+            return Monitor(served.name, served.table, runner, served.audit, _peer(peer))
+
+        return _helper_main(conn, served.spec, monitor_factory, served.audit)
+
+    def _reap(self) -> None:
+        for pid in list(self.children):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self.children.discard(pid)
+
+
+def _peer(peer: PeerCredentials) -> dict:
+    return {"peer_pid": peer.pid, "peer_uid": peer.uid, "peer_gid": peer.gid}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from privsepd.policy.loader import load_policy
+
+    parser = argparse.ArgumentParser(prog="privsepd serve")
+    parser.add_argument("--policy", action="append", required=True, help="policy file or dir")
+    parser.add_argument("--socket-dir", default=SOCKET_DIR)
+    parser.add_argument("--context", action="append", help="serve only this context")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="privsepd: %(message)s")
+    if os.geteuid() != 0:
+        print("privsepd serve: must run as root", file=sys.stderr)
+        return 1
+    try:
+        daemon = Daemon(load_policy(args.policy), args.socket_dir, args.context)
+    except PrivsepError as exc:
+        print(f"privsepd serve: {exc}", file=sys.stderr)
+        return 2
+    daemon.serve_forever()
+    return 0
