@@ -68,6 +68,9 @@ class Context:
         self._command_runner_factory = command_runner
         # Daemon mode: connect to ``privsepd serve`` instead of forking.
         self.socket_path = socket_path
+        # False runs entrypoints in-process (unit tests of service code, like
+        # oslo.privsep's set_client_mode(False)); never use it in production.
+        self.client_mode = True
         self._entrypoints: dict[str, Entrypoint] = {}
         self._policy_functions: Mapping[str, Any] | None = None
         self._timeouts: dict[str, float | None] = {}
@@ -108,7 +111,7 @@ class Context:
 
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                if _in_helper:
+                if _in_helper or not self.client_mode:
                     return fn(*args, **kwargs)
                 return self._call(OP_CALL, name, args, kwargs, self._timeouts.get(name))
 
