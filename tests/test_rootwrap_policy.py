@@ -173,6 +173,16 @@ _INI_LINES = [
     "name :",
     "dup: one",
     "dup: two",
+    "[]",
+    "[]=x",
+    "[Filters]]",
+    "  [Filters]",
+    "a = b : c",
+    "a: b = c",
+    "k\t=\tv",
+    "\x0bvt: x",
+    "\u2003em: space",
+    " : novalue",
 ]
 
 
@@ -265,19 +275,19 @@ def test_default_section_options_become_filters_first():
 
 def test_regex_split_on_commas_is_reported():
     warnings: list = []
-    parse_filters("[Filters]\nx: RegExpFilter, ls, root, ls, \\d{1,3}\n", "f", warnings)
+    parse_filters("[Filters]\nx: RegExpFilter, ls, root, ls, \\d{1,3}\n", "f", warnings, lint=True)
     assert [w.code for w in warnings] == ["regex-comma-split", "regex-comma-split"]
 
 
 def test_dangerous_env_name_in_envfilter_is_reported():
     warnings: list = []
-    parse_filters("[Filters]\nx: EnvFilter, env, root, LD_PRELOAD=, ls\n", "f", warnings)
+    parse_filters("[Filters]\nx: EnvFilter, env, root, LD_PRELOAD=, ls\n", "f", warnings, lint=True)
     assert "dangerous-env" in [w.code for w in warnings]
 
 
 def test_bare_chaining_filter_is_reported_as_never_matching():
     warnings: list = []
-    parse_filters("[Filters]\nx: ChainingFilter, nice, root\n", "f", warnings)
+    parse_filters("[Filters]\nx: ChainingFilter, nice, root\n", "f", warnings, lint=True)
     assert "never-matches" in [w.code for w in warnings]
 
 
@@ -297,6 +307,7 @@ def test_filters_dir_is_read_in_sorted_order_with_any_suffix(safe):
     warnings: list = []
     fs = load_filters([str(d)], warnings=warnings)
     assert [f.name for f in fs] == ["a", "b", "privsep-helper"]
+    assert "hidden" not in [f.name for f in fs]
     assert ("odd-suffix", str(d / "a.conf")) in [(w.code, w.path) for w in warnings]
 
 
@@ -307,6 +318,16 @@ def test_privsep_helper_is_always_allowed_last_as_root():
         "privsep-helper",
         "root",
     )
+
+
+def test_rules_for_one_command_in_several_files_are_reported_with_lint(safe):
+    d = safe / "rootwrap.d"
+    d.mkdir(mode=0o755)
+    _write(d / "a.filters", "[Filters]\na: CommandFilter, echo, root\n")
+    _write(d / "b.filters", "[Filters]\nb: CommandFilter, echo, nobody\n")
+    warnings: list = []
+    load_filters([str(d)], warnings=warnings, lint=True)
+    assert "order-dependent" in [w.code for w in warnings]
 
 
 def test_missing_filters_dir_is_skipped_with_a_warning():

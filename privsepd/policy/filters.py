@@ -209,6 +209,8 @@ class Filter:
 
     kind = "Filter"
     chaining = False
+    _resolved: str | None = None  # cached executable, set on first success
+    _user: tuple[int, int] | None = None  # cached (uid, gid), set on first success
 
     def __init__(
         self,
@@ -219,10 +221,8 @@ class Filter:
     ) -> None:
         self.exec_path = exec_path
         self.run_as = run_as
-        self.args: tuple[str, ...] = tuple(args)
+        self.args: tuple[str, ...] = args
         self.source = source
-        self._resolved: str | None = None
-        self._user: tuple[int, int] | None = None
 
     @property
     def name(self) -> str:
@@ -236,7 +236,9 @@ class Filter:
     # -- matching -----------------------------------------------------------
     def index_keys(self) -> tuple[str, ...] | None:
         """argv[0] values this filter can accept; None if it cannot tell."""
-        return tuple(dict.fromkeys((self.exec_path, os.path.basename(self.exec_path))))
+        path = self.exec_path
+        base = path[path.rfind("/") + 1 :]  # os.path.basename
+        return (path,) if base == path else (path, base)
 
     def _command_matches(self, argv0: str) -> bool:
         return argv0 == self.exec_path or argv0 == os.path.basename(self.exec_path)

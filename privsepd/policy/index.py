@@ -24,6 +24,7 @@ only that mutation would let through (miss code ``env-argv-mutation``).
 from __future__ import annotations
 
 import bisect
+import gc
 import os
 from collections.abc import Sequence
 
@@ -75,6 +76,15 @@ class FilterIndex:
     """Filters bucketed by ``argv[0]``; ``match(argv)`` returns a Decision."""
 
     def __init__(self, filters: Sequence[Filter], exec_dirs: Sequence[str] = ()) -> None:
+        enabled = gc.isenabled()
+        gc.disable()  # many small acyclic objects: the cyclic GC only costs time
+        try:
+            self._build(filters, exec_dirs)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _build(self, filters: Sequence[Filter], exec_dirs: Sequence[str]) -> None:
         self.filters: tuple[Filter, ...] = tuple(filters)
         self.exec_dirs: tuple[str, ...] = tuple(exec_dirs)
         buckets: dict[str, list[int]] = {}
@@ -82,7 +92,15 @@ class FilterIndex:
         fallback: list[int] = []
         env_positions: list[int] = []
         env_by_user: dict[str, list[int]] = {}
+        default_keys = Filter.index_keys
         for pos, filt in enumerate(self.filters):
+            if type(filt).index_keys is default_keys:  # fast path: exec_path / basename
+                path = filt.exec_path
+                base = path[path.rfind("/") + 1 :]
+                buckets.setdefault(path, []).append(pos)
+                if base != path:
+                    buckets.setdefault(base, []).append(pos)
+                continue
             if isinstance(filt, EnvFilter):
                 env_positions.append(pos)
                 if not filt.chaining:
@@ -97,10 +115,9 @@ class FilterIndex:
             for key in keys:
                 buckets.setdefault(key, []).append(pos)
         self._fallback = tuple(fallback)
-        if fallback:
-            self._buckets = {k: tuple(sorted({*v, *fallback})) for k, v in buckets.items()}
-        else:
-            self._buckets = {k: tuple(v) for k, v in buckets.items()}
+        self._raw_buckets = buckets
+        # key -> positions merged with the fallback, filled on first lookup
+        self._buckets: dict[str, tuple[int, ...]] = {}
         self._env_buckets = {k: tuple(v) for k, v in env_buckets.items()}
         self._env_positions = env_positions
         self._env_by_user = env_by_user
@@ -117,7 +134,10 @@ class FilterIndex:
     def _positions(self, argv: Sequence[str]) -> Sequence[int]:
         first = argv[0]
         if first != "env" and "=" not in first and not first.endswith("\n"):
-            return self._buckets.get(first, self._fallback)
+            merged = self._buckets.get(first)
+            if merged is None:
+                merged = self._bucket(first)
+            return merged
         found: set[int] = set(self._fallback)
         views = [argv]
         if first == "env":
@@ -126,13 +146,21 @@ class FilterIndex:
             views.extend(argv[k:] for k in range(1, lead + 1) if len(argv) > k)
         for view in views:
             word = view[0]
-            found.update(self._buckets.get(word, ()))
+            found.update(self._raw_buckets.get(word, ()))
             if word.endswith("\n"):
-                found.update(self._buckets.get(word[:-1], ()))
+                found.update(self._raw_buckets.get(word[:-1], ()))
             command = _env_command(env_view(view))
             if command is not None:
                 found.update(self._env_buckets.get(command, ()))
         return sorted(found)
+
+    def _bucket(self, key: str) -> tuple[int, ...]:
+        raw = self._raw_buckets.get(key)
+        if raw is None:
+            return self._fallback  # not cached: keys come from the caller
+        merged = tuple(sorted({*raw, *self._fallback})) if self._fallback else tuple(raw)
+        self._buckets[key] = merged
+        return merged
 
     def candidates(self, argv: Sequence[str]) -> list[Filter]:
         """Filters that may accept argv, in policy order (for explain tools)."""

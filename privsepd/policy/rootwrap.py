@@ -23,11 +23,13 @@ not group/world-writable up to ``/``); ``trust`` defaults to ROOT_ONLY.
 
 from __future__ import annotations
 
+import gc
 import logging
 import logging.handlers
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -64,6 +66,7 @@ __all__ = [
     "RootwrapPolicy",
     "load_config",
     "load_filters",
+    "lint_filter",
     "load_policy",
     "parse_filters",
 ]
@@ -89,10 +92,6 @@ class PolicyWarning:
 
 # -- INI reader (RawConfigParser semantics, with line numbers) -----------------
 
-_SECTION = re.compile(r"\[(?P<header>.+)\]")
-_OPTION = re.compile(r"(?P<option>.*?)\s*(?P<vi>=|:)\s*(?P<value>.*)$")
-_NONSPACE = re.compile(r"\S")
-
 
 class _Option(NamedTuple):
     value: str
@@ -113,78 +112,84 @@ class _Ini:
         return list(merged.items())
 
 
-def _split_nl(text: str) -> list[str]:
-    parts = text.split("\n")
-    lines = [p + "\n" for p in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    return lines
-
-
 def _parse_ini(text: str, path: str, strict: bool) -> _Ini:
-    """Parse like RawConfigParser(strict=strict).read(path); errors name the line."""
+    """Parse like RawConfigParser(strict=strict).read(path); errors name the line.
+
+    Same rules as configparser's regexps (SECTCRE, OPTCRE, NONSPACECRE),
+    written with str methods because loading 10,000 rules must be fast.
+    A value is '\\n'.join(first line, continuation lines) with blank lines
+    in between kept and trailing ones dropped, as configparser does.
+    """
     ini = _Ini()
-    cursect: dict[str, list] | None = None
+    cursect: dict[str, _Option] | None = None
     sectname: str | None = None
     optname: str | None = None
+    blanks = 0  # blank lines seen since the current option's last line
     indent_level = 0
     seen: set = set()
     first_error: tuple[int, str] | None = None
-    sections_raw: dict[str, dict[str, list]] = {}
-    defaults_raw: dict[str, list] = {}
-    for lineno, line in enumerate(_split_nl(text.replace("\r\n", "\n").replace("\r", "\n")), 1):
+    sections: dict[str, dict[str, _Option]] = {}
+    defaults: dict[str, _Option] = {}
+    new_option = tuple.__new__  # _Option(...) minus NamedTuple's Python-level __new__
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    for lineno, line in enumerate(lines, 1):
         stripped = line.strip()
-        if stripped.startswith(("#", ";")):
-            continue  # a comment never adds an empty line to a value
         if not stripped:
-            if cursect is not None and optname:
-                cursect[optname][0].append("")
+            blanks += 1
             continue
-        first = _NONSPACE.search(line)
-        cur_indent = first.start() if first else 0
-        if cursect is not None and optname and cur_indent > indent_level:
-            cursect[optname][0].append(stripped)
+        if stripped[0] in "#;":
+            continue  # a comment never adds an empty line to a value
+        cur_indent = len(line) - len(line.lstrip()) if line[0].isspace() else 0
+        if cur_indent > indent_level and cursect is not None and optname:
+            old = cursect[optname]
+            cursect[optname] = _Option(old.value + "\n" * (blanks + 1) + stripped, old.line)
+            blanks = 0
             continue
+        blanks = 0
         indent_level = cur_indent
-        mo = _SECTION.match(stripped)
-        if mo:
-            sectname = mo.group("header")
-            if sectname in sections_raw:
-                if strict and sectname in seen:
-                    raise PolicyError(f"section [{sectname}] already exists", path, lineno)
-                cursect = sections_raw[sectname]
-                seen.add(sectname)
-            elif sectname == "DEFAULT":
-                cursect = defaults_raw
-            else:
-                cursect = {}
-                sections_raw[sectname] = cursect
-                seen.add(sectname)
-            optname = None
-            continue
+        if stripped[0] == "[":
+            close = stripped.rfind("]")
+            if close > 1:  # SECTCRE: '[' + at least one char + ']'
+                sectname = stripped[1:close]
+                if sectname in sections:
+                    if strict and sectname in seen:
+                        raise PolicyError(f"section [{sectname}] already exists", path, lineno)
+                    cursect = sections[sectname]
+                    seen.add(sectname)
+                elif sectname == "DEFAULT":
+                    cursect = defaults
+                else:
+                    cursect = {}
+                    sections[sectname] = cursect
+                    seen.add(sectname)
+                optname = None
+                continue
         if cursect is None:
             raise PolicyError("no section header before the first option", path, lineno)
-        mo = _OPTION.match(stripped)
-        if not mo or not mo.group("option"):
+        # OPTCRE: the option ends at the first '=' or ':'
+        eq = stripped.find("=")
+        colon = stripped.find(":")
+        delim = colon if eq < 0 or (0 <= colon < eq) else eq
+        if delim < 0:
             if first_error is None:
                 first_error = (lineno, stripped)
-            if not mo:
-                continue
-        optname = mo.group("option").rstrip().lower()
-        if strict and (sectname, optname) in seen:
-            raise PolicyError(f"option {optname!r} already set in [{sectname}]", path, lineno)
-        seen.add((sectname, optname))
+            continue
+        optname = stripped[:delim].rstrip().lower()
+        if not optname and first_error is None:
+            first_error = (lineno, stripped)
+        if strict:
+            if (sectname, optname) in seen:
+                raise PolicyError(f"option {optname!r} already set in [{sectname}]", path, lineno)
+            seen.add((sectname, optname))
         if optname in cursect:
             ini.duplicates.append((sectname or "", optname, lineno))
-        cursect[optname] = [[mo.group("value").strip()], lineno]
+        cursect[optname] = new_option(_Option, (stripped[delim + 1 :].strip(), lineno))
     if first_error is not None:
         raise PolicyError(f"cannot parse line {first_error[1]!r}", path, first_error[0])
-
-    def join(options: dict[str, list]) -> dict[str, _Option]:
-        return {k: _Option("\n".join(v[0]).rstrip(), v[1]) for k, v in options.items()}
-
-    ini.defaults = join(defaults_raw)
-    ini.sections = {name: join(opts) for name, opts in sections_raw.items()}
+    ini.defaults = defaults
+    ini.sections = sections
     return ini
 
 
@@ -329,28 +334,32 @@ def load_config(path: str, trust: Trust | None = None) -> RootwrapConfig:
 # -- .filters ------------------------------------------------------------------------
 
 
+_MIN_COLUMNS = {"ReadFileFilter": 1, "KillFilter": 2}
+_NEEDS = {"ReadFileFilter": "a file", "KillFilter": "run_as and an executable"}
+
+
 def _build(name: str, value: str, source: Source, warnings: list[PolicyWarning]) -> Filter | None:
-    columns = [s.strip() for s in value.split(",")]
-    kind, args = columns[0], columns[1:]
+    columns = list(map(str.strip, value.split(",")))
+    kind = columns[0]
     cls = FILTER_CLASSES.get(kind)
-    path, line = source.path, source.line
     if cls is None:
         warnings.append(
-            PolicyWarning("unknown-class", f"unknown filter class {kind!r}; skipped", path, line)
+            PolicyWarning(
+                "unknown-class",
+                f"unknown filter class {kind!r}; skipped",
+                source.path,
+                source.line,
+            )
         )
         return None
-    needed = {"ReadFileFilter": 1, "KillFilter": 2}.get(kind, 2)
-    if len(args) < needed:
-        what = {"ReadFileFilter": "a file", "KillFilter": "run_as and an executable"}.get(
-            kind, "an executable and run_as"
-        )
-        raise PolicyError(f"{kind} {name!r} needs {what}", path, line)
-    filt = cls(*args, source=source)
-    _lint_filter(filt, warnings)
-    return filt
+    if len(columns) <= _MIN_COLUMNS.get(kind, 2):
+        what = _NEEDS.get(kind, "an executable and run_as")
+        raise PolicyError(f"{kind} {name!r} needs {what}", source.path, source.line)
+    return cls(*columns[1:], source=source)
 
 
-def _lint_filter(filt: Filter, warnings: list[PolicyWarning]) -> None:
+def lint_filter(filt: Filter, warnings: list[PolicyWarning]) -> None:
+    """Append warnings about one rootwrap filter (for ``filters check``)."""
     path, line = filt.source.path, filt.source.line
 
     def warn(code: str, message: str) -> None:
@@ -390,9 +399,13 @@ def _unbalanced(pattern: str) -> bool:
 
 
 def parse_filters(
-    text: str, path: str, warnings: list[PolicyWarning] | None = None
+    text: str, path: str, warnings: list[PolicyWarning] | None = None, lint: bool = False
 ) -> list[Filter]:
-    """Filters of one ``.filters`` text, in oslo's order (``[DEFAULT]`` first)."""
+    """Filters of one ``.filters`` text, in oslo's order (``[DEFAULT]`` first).
+
+    Structural problems (duplicates, unknown classes, ...) always go to
+    ``warnings``; ``lint=True`` also checks every rule (regexps, env names).
+    """
     if warnings is None:
         warnings = []
     ini = _parse_ini(text, path, strict=False)
@@ -418,10 +431,22 @@ def parse_filters(
         if section != "Filters":
             warnings.append(PolicyWarning("ignored-section", f"[{section}] is ignored", path))
     result = []
-    for name, option in ini.items("Filters"):
-        filt = _build(name, option.value, Source(path, option.line, name), warnings)
-        if filt is not None:
-            result.append(filt)
+    append = result.append
+    new_source = tuple.__new__  # Source(...) without NamedTuple's Python-level __new__
+    classes = FILTER_CLASSES
+    strip = str.strip
+    for name, (value, line) in ini.items("Filters"):
+        columns = list(map(strip, value.split(",")))
+        cls = classes.get(columns[0])
+        if cls is None or len(columns) <= _MIN_COLUMNS.get(columns[0], 2):
+            filt = _build(name, value, Source(path, line, name), warnings)  # error or warning
+            if filt is None:
+                continue
+        else:
+            filt = cls(*columns[1:], source=new_source(Source, (path, line, name)))
+        if lint:
+            lint_filter(filt, warnings)
+        append(filt)
     return result
 
 
@@ -429,18 +454,39 @@ def _privsep_helper() -> Filter:
     return CommandFilter("privsep-helper", "root", source=Source("<implicit>", 0, "privsep-helper"))
 
 
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic GC while building many acyclic objects (3x faster loads)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def load_filters(
     filters_path: Sequence[str],
     trust: Trust | None = None,
     warnings: list[PolicyWarning] | None = None,
+    lint: bool = False,
 ) -> list[Filter]:
     """All filters of every directory, in order, plus oslo's implicit privsep-helper.
 
     Files are read in sorted name order (oslo: arbitrary listdir order);
-    dot-files and non-files are skipped, as in oslo.
+    dot-files and non-files are skipped, as in oslo. ``lint=True`` adds the
+    per-rule and rule-order warnings a linter wants (slower).
     """
     if warnings is None:
         warnings = []
+    with _no_gc():
+        return _load_filters(filters_path, trust, warnings, lint)
+
+
+def _load_filters(
+    filters_path: Sequence[str], trust: Trust | None, warnings: list[PolicyWarning], lint: bool
+) -> list[Filter]:
     result: list[Filter] = []
     for directory in filters_path:
         if not os.path.isdir(directory):
@@ -459,8 +505,8 @@ def load_filters(
                 warnings.append(
                     PolicyWarning("odd-suffix", "loaded although it does not end in .filters", full)
                 )
-            result.extend(parse_filters(_read(full, trust), full, warnings))
-    if len(filters_path) > 0 and len(result) > 1:
+            result.extend(parse_filters(_read(full, trust), full, warnings, lint))
+    if lint:
         _order_warnings(result, warnings)
     result.append(_privsep_helper())
     warnings.append(
@@ -504,11 +550,11 @@ class RootwrapPolicy:
         return self.index.match(argv)
 
 
-def load_policy(conf_path: str, trust: Trust | None = None) -> RootwrapPolicy:
+def load_policy(conf_path: str, trust: Trust | None = None, lint: bool = False) -> RootwrapPolicy:
     """Load rootwrap.conf and every filters directory it names."""
     config = load_config(conf_path, trust)
     warnings = list(config.warnings)
-    filters = load_filters(config.filters_path, trust, warnings)
+    filters = load_filters(config.filters_path, trust, warnings, lint)
     return RootwrapPolicy(config, filters, FilterIndex(filters, config.exec_dirs), warnings)
 
 
