@@ -9,6 +9,9 @@ machine that lacks the feature can never pass by skipping.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +38,32 @@ def require_feature(available: bool, what: str) -> None:
 def root() -> None:
     """Use as a fixture argument to mark a test as needing root."""
     require_root()
+
+
+_TRUSTED_BASES = ("/run", "/var/lib", "/root")
+
+
+@pytest.fixture
+def trusted_dir(root):
+    """A fresh root-owned 0755 directory whose whole chain up to / is trusted.
+
+    pytest's tmp_path lives under world-writable /tmp (refused by the policy
+    trust check) and under a 0700 directory (untraversable by a helper that
+    dropped to nobody), so tests of either use this instead.
+    """
+    from privsepd.errors import PolicyError
+    from privsepd.policy.trust import check_trusted
+
+    for base in _TRUSTED_BASES:
+        try:
+            check_trusted(base)
+        except PolicyError:
+            continue
+        path = Path(tempfile.mkdtemp(prefix="privsepd-test-", dir=base))
+        path.chmod(0o755)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path)
+        return
+    pytest.fail(f"no root-owned, non-writable base directory among {_TRUSTED_BASES}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from privsepd.policy.filters import Filter
 from privsepd.policy.index import FilterIndex
 from privsepd.policy.loader import load_policy
 from privsepd.policy.native import CHAIN, NativeCommand, _Reader, parse_policy
-from privsepd.policy.trust import Trust, check_trusted
+from privsepd.policy.trust import Trust
 
 DEMO = """\
 [context.demo]
@@ -399,21 +398,8 @@ def test_chain_with_nothing_to_chain_is_refused():
 
 
 @pytest.fixture
-def etc(root) -> Path:
-    """A root-owned 0755 directory whose whole chain is trusted (not under /tmp)."""
-    for base in ("/run", "/var/lib", "/root"):
-        try:
-            check_trusted(base)
-        except PolicyError:
-            continue
-        path = Path(tempfile.mkdtemp(prefix="privsepd-policy-test-", dir=base))
-        path.chmod(0o755)
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path)
-        return
-    pytest.fail("no trusted base directory for policy files")
+def etc(trusted_dir) -> Path:
+    return trusted_dir
 
 
 def write(path: Path, text: str, mode: int = 0o644) -> str:

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,27 +32,13 @@ from privsepd.policy.rootwrap import (
     parse_filters,
     signal_exit_code,
 )
-from privsepd.policy.trust import check_trusted
 
 _BASES = ["/run", "/var/lib", "/root"]
 
 
 @pytest.fixture
-def safe(root) -> Path:
-    """A fresh root-owned 0755 directory whose whole chain up to / is trusted."""
-    for base in _BASES:
-        try:
-            check_trusted(base)
-        except PolicyError:
-            continue
-        path = Path(tempfile.mkdtemp(prefix="privsepd-rwpolicy-", dir=base))
-        path.chmod(0o755)
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path)
-        return
-    pytest.fail(f"no root-owned, non-writable base directory among {_BASES}")
+def safe(trusted_dir) -> Path:
+    return trusted_dir
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 import inspect
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,21 +25,8 @@ _BASES = ["/run", "/var/lib", "/root"]
 
 
 @pytest.fixture
-def safe(root) -> Path:
-    """A fresh root-owned 0755 directory whose whole chain up to / is trusted."""
-    for base in _BASES:
-        try:
-            check_trusted(base)
-        except PolicyError:
-            continue
-        path = Path(tempfile.mkdtemp(prefix="privsepd-trust-test-", dir=base))
-        path.chmod(0o755)
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path)
-        return
-    pytest.fail(f"no root-owned, non-writable base directory among {_BASES}")
+def safe(trusted_dir) -> Path:
+    return trusted_dir
 
 
 def make_file(path: Path, text: str = "x = 1\n", mode: int = 0o644, uid: int = 0) -> Path:
