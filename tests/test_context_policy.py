@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import textwrap
 
 import pytest
@@ -41,16 +39,13 @@ args.n = {{ int_range = [10, 1000] }}
 
 
 @pytest.fixture
-def policy_file(root):
-    """A policy file in a root-owned directory chain (/run), so ROOT_ONLY trust applies."""
-    directory = tempfile.mkdtemp(prefix="privsepd-test-", dir="/run")
-    path = os.path.join(directory, "policy.toml")
-    with open(path, "w") as f:
-        f.write(textwrap.dedent(POLICY.format(module=__name__)))
+def policy_file(trusted_dir):
+    """A policy file in a root-owned directory chain, so ROOT_ONLY trust applies."""
+    path = trusted_dir / "policy.toml"
+    path.write_text(textwrap.dedent(POLICY.format(module=__name__)))
     os.chmod(path, 0o644)
-    yield path
+    yield str(path)
     ctx.stop()
-    shutil.rmtree(directory)
 
 
 @pytest.fixture

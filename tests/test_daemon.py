@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 
@@ -30,8 +28,8 @@ args.path = { path_under = "/etc", must_exist = true }
 
 
 @pytest.fixture
-def daemon(root):
-    directory = tempfile.mkdtemp(prefix="privsepd-daemon-", dir="/run")
+def daemon(trusted_dir):
+    directory = str(trusted_dir)
     policy = os.path.join(directory, "policy.toml")
     with open(policy, "w") as f:
         f.write(textwrap.dedent(POLICY))
@@ -62,7 +60,6 @@ def daemon(root):
     yield path
     proc.kill()
     proc.wait()
-    shutil.rmtree(directory)
 
 
 def call_as(uid: int, path: str) -> str:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-import pathlib
 import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -118,16 +116,9 @@ def caps(status: dict[str, str], key: str) -> int:
 
 
 @pytest.fixture
-def public_dir():
-    """A root-owned 0755 directory the unprivileged helper can traverse.
-
-    pytest's tmp_path lives under a 0700 directory, where every access by
-    the helper would fail for the wrong reason.
-    """
-    path = tempfile.mkdtemp(prefix="privsepd-test-")
-    os.chmod(path, 0o755)
-    yield pathlib.Path(path)
-    shutil.rmtree(path)
+def public_dir(trusted_dir):
+    """Files the unprivileged helper can reach (tmp_path sits under a 0700 dir)."""
+    return trusted_dir
 
 
 @pytest.fixture
