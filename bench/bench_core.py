@@ -266,6 +266,49 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[idx]
 
 
+def handoff_us(n: int = 300) -> float:
+    """Median one-way wake-up of a thread pinned to another CPU, in µs.
+
+    Not a system under test: it prices the unit that dominates this
+    benchmark on a VM. Waking a thread on the other vCPU costs ~20 µs here,
+    20x a same-CPU wake. The floor's two single-threaded processes mostly
+    ping-pong on one CPU (sync wake-ups) and rarely pay it; every thread
+    hand-off inside privsepd or oslo.privsep may, depending on where the
+    scheduler puts the threads, which is why their RTT is bimodal (about
+    40 µs when the other vCPU is busy with something else, 80-130 µs when
+    the machine is idle).
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return float("nan")
+    ping, pong = threading.Lock(), threading.Lock()
+    ping.acquire()
+    pong.acquire()
+    clock = time.perf_counter_ns
+
+    def echo() -> None:
+        os.sched_setaffinity(0, {cpus[1]})  # 0: this thread only
+        for _ in range(n):
+            ping.acquire()
+            pong.release()
+
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpus[0]})
+    try:
+        t = threading.Thread(target=echo)
+        t.start()
+        samples = []
+        for _ in range(n):
+            t0 = clock()
+            ping.release()
+            pong.acquire()
+            samples.append((clock() - t0) / 2000.0)
+        t.join()
+    finally:
+        os.sched_setaffinity(0, mine)
+    return statistics.median(samples)
+
+
 def smaps(pid: int) -> dict[str, int]:
     """Rss, Pss, Private_Dirty in KiB from /proc/PID/smaps_rollup."""
     out = {}
@@ -304,14 +347,36 @@ def machine_info() -> dict[str, str]:
 # -------------------------------------------------------------------- run
 
 
-def run(args: argparse.Namespace) -> dict:
+def cpu_ticks() -> tuple[int, int]:
+    """(busy ticks of the whole machine, ticks used by this process tree)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    return busy, _own_ticks()
+
+
+_helper_pids: set[int] = set()
+
+
+def _own_ticks() -> int:
+    total = 0
+    for pid in ["self", *sorted(_helper_pids)]:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # utime stime (+ cutime cstime for this process: the start-time
+        # helpers it has reaped)
+        total += sum(int(x) for x in fields[11 : 15 if pid == "self" else 13])
+    return total
+
+
+def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    """Run all rounds; return per-round records and the pids that served them."""
     if os.geteuid() != 0:
         sys.exit("bench_core.py must run as root (fork mode scopes capabilities)")
-    results: dict[str, dict[str, list[float]]] = {
-        s: {"rtt_med": [], "rtt_p99": [], "tput": [], "start": [], "pd": [], "rss": []}
-        for s in SYSTEMS
-    }
-    fresh_pd: dict[str, list[int]] = {"privsepd": [], "oslo": []}
+    rounds: list[dict] = []
 
     # Import everything before the first fork: every helper is forked from
     # the same parent heap.
@@ -323,21 +388,23 @@ def run(args: argparse.Namespace) -> dict:
     _, oslo_pid = oslo_start(oslo.ctx, oslo.noop)
     calls = {"floor": floor.call, "privsepd": pnoop, "oslo": oslo.noop}
     pids = {"floor": floor.pid, "privsepd": pctx.helper_pid, "oslo": oslo_pid}
+    _helper_pids.update(pids.values())
 
-    def start_once(system: str) -> float:
+    def start_once(system: str) -> tuple[float, int]:
+        """Start time in µs and Private_Dirty after ``fresh_calls`` calls."""
         if system == "privsepd":
             elapsed, pid = privsepd_start_once(pctx_start, pnoop_start)
             for _ in range(args.fresh_calls):
                 pnoop_start()
-            fresh_pd["privsepd"].append(smaps(pid)["Private_Dirty"])
+            pd = smaps(pid)["Private_Dirty"]
             pctx_start.stop()
         else:
             elapsed, pid = oslo_start(oslo.ctx_start, oslo.noop_start)
             for _ in range(args.fresh_calls):
                 oslo.noop_start()
-            fresh_pd["oslo"].append(smaps(pid)["Private_Dirty"])
+            pd = smaps(pid)["Private_Dirty"]
             oslo_stop(oslo.ctx_start, pid)
-        return elapsed * 1e6
+        return elapsed * 1e6, pd
 
     # Warm-up: every code path once, and threads up to their pool sizes.
     for system in SYSTEMS:
@@ -345,31 +412,40 @@ def run(args: argparse.Namespace) -> dict:
         threaded(calls[system], max(1, args.thread_calls // 4))
     for system in ("privsepd", "oslo"):
         start_once(system)
-    fresh_pd["privsepd"].clear()
-    fresh_pd["oslo"].clear()
 
     order = list(SYSTEMS)
+    hz = os.sysconf("SC_CLK_TCK")
     for rnd in range(args.rounds):
+        record: dict = {s: {"start": [], "fresh_pd": []} for s in SYSTEMS}
+        busy0, own0 = cpu_ticks()
+        t0 = time.monotonic()
         k = rnd % len(order)
         for system in order[k:] + order[:k]:
+            res = record[system]
             samples = rtt(calls[system], args.calls)
-            res = results[system]
-            res["rtt_med"].append(statistics.median(samples))
-            res["rtt_p99"].append(percentile(samples, 0.99))
-            res["tput"].append(threaded(calls[system], args.thread_calls))
+            res["rtt_med"] = statistics.median(samples)
+            res["rtt_p99"] = percentile(samples, 0.99)
+            res["tput"] = threaded(calls[system], args.thread_calls)
             if system != "floor":
                 for _ in range(args.starts):
-                    res["start"].append(start_once(system))
+                    elapsed, pd = start_once(system)
+                    res["start"].append(elapsed)
+                    res["fresh_pd"].append(pd)
+        record["handoff"] = handoff_us()
+        busy1, own1 = cpu_ticks()
+        # CPU that other processes on the machine used during this round, in cores.
+        record["foreign"] = max(0, (busy1 - busy0) - (own1 - own0)) / hz / (time.monotonic() - t0)
         for system in SYSTEMS:
             mem = smaps(pids[system])
-            results[system]["pd"].append(mem["Private_Dirty"])
-            results[system]["rss"].append(mem["Rss"])
+            record[system]["pd"] = mem["Private_Dirty"]
+            record[system]["rss"] = mem["Rss"]
+        rounds.append(record)
         if args.verbose:
             print(
-                f"round {rnd + 1}/{args.rounds}: "
+                f"round {rnd + 1}/{args.rounds} (foreign load {record['foreign']:.2f} cores, "
+                f"wake {record['handoff']:.1f}us): "
                 + "  ".join(
-                    f"{s} {results[s]['rtt_med'][-1]:.1f}us {results[s]['tput'][-1]:.0f}/s"
-                    for s in SYSTEMS
+                    f"{s} {record[s]['rtt_med']:.1f}us {record[s]['tput']:.0f}/s" for s in SYSTEMS
                 ),
                 file=sys.stderr,
                 flush=True,
@@ -378,35 +454,62 @@ def run(args: argparse.Namespace) -> dict:
     oslo_stop(oslo.ctx, oslo_pid)  # first: its helper holds copies of the others' fds
     pctx.stop()
     floor.stop()
+    return rounds, pids
 
+
+QUIET = 0.25  # cores of foreign CPU load below which a round counts as quiet
+
+
+def summarize(rounds: list[dict]) -> dict:
+    """Medians across ``rounds`` (RTT p99: median of the per-round p99s)."""
     med = statistics.median
     summary = {}
     for system in SYSTEMS:
-        res = results[system]
+        recs = [r[system] for r in rounds]
+        starts = [x for r in recs for x in r["start"]]
+        fresh = [x for r in recs for x in r["fresh_pd"]]
         summary[system] = {
-            "rtt_med": med(res["rtt_med"]),
-            "rtt_p99": med(res["rtt_p99"]),
-            "tput": med(res["tput"]),
-            "start": med(res["start"]) if res["start"] else None,
-            "pd": med(res["pd"]),
-            "rss": med(res["rss"]),
-            "fresh_pd": med(fresh_pd[system]) if fresh_pd.get(system) else None,
-            "n_start": len(res["start"]),
+            "rtt_med": med(r["rtt_med"] for r in recs),
+            "rtt_p99": med(r["rtt_p99"] for r in recs),
+            "tput": med(r["tput"] for r in recs),
+            "start": med(starts) if starts else None,
+            "pd": med(r["pd"] for r in recs),
+            "rss": med(r["rss"] for r in recs),
+            "fresh_pd": med(fresh) if fresh else None,
+            "n_start": len(starts),
         }
+    summary["rounds"] = len(rounds)
     return summary
 
 
-def ratios(s: dict) -> list[tuple[str, float, str, bool]]:
-    f, p, o = s["floor"], s["privsepd"], s["oslo"]
-    rows = [
-        ("privsepd RTT / floor RTT", p["rtt_med"] / f["rtt_med"], "<= 1.3"),
-        ("oslo RTT / privsepd RTT", o["rtt_med"] / p["rtt_med"], ">= 2"),
-        ("privsepd 8-thread calls/s / oslo", p["tput"] / o["tput"], ">= 2"),
-        ("privsepd start / oslo start", p["start"] / o["start"], "<= 1"),
-        ("privsepd Private_Dirty / oslo", p["pd"] / o["pd"], "<= 0.5"),
+RATIOS = (
+    ("privsepd RTT / floor RTT", "<= 1.3"),
+    ("oslo RTT / privsepd RTT", ">= 2"),
+    ("privsepd 8-thread calls/s / oslo", ">= 2"),
+    ("privsepd start / oslo start", "<= 1"),
+    ("privsepd Private_Dirty / oslo", "<= 0.5"),
+)
+
+
+def round_ratios(f: dict, p: dict, o: dict) -> list[float]:
+    """The five target ratios from one set of figures (a round or a summary)."""
+    med = statistics.median
+    return [
+        p["rtt_med"] / f["rtt_med"],
+        o["rtt_med"] / p["rtt_med"],
+        p["tput"] / o["tput"],
+        med(p["start"]) / med(o["start"]) if p["start"] and o["start"] else float("nan"),
+        p["pd"] / o["pd"],
     ]
+
+
+def ratios(rounds: list[dict]) -> list[tuple[str, float, str, bool]]:
+    """Each ratio computed within every round (same conditions), then the median."""
+    per_round = [round_ratios(r["floor"], r["privsepd"], r["oslo"]) for r in rounds]
     out = []
-    for name, value, target in rows:
+    for i, (name, target) in enumerate(RATIOS):
+        values = [x[i] for x in per_round if x[i] == x[i]]
+        value = statistics.median(values) if values else float("nan")
         op, bound = target.split()
         ok = value <= float(bound) if op == "<=" else value >= float(bound)
         out.append((name, value, target, ok))
@@ -417,7 +520,40 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def render(summary: dict, info: dict, args: argparse.Namespace) -> str:
+def render(rounds: list[dict], args: argparse.Namespace) -> str:
+    quiet = [r for r in rounds if r["foreign"] < QUIET]
+    busy = [r for r in rounds if r["foreign"] >= QUIET]
+    if len(quiet) >= max(3, len(rounds) // 3):
+        main_rounds = quiet
+        basis = (
+            f"the {len(quiet)} quiet rounds of {len(rounds)} (other processes used "
+            f"< {QUIET} of a core during the round)"
+        )
+    else:
+        main_rounds = rounds
+        basis = f"all {len(rounds)} rounds (too few quiet ones: the machine was busy)"
+    lines = [f"Medians over {basis}.", ""]
+    lines += table(main_rounds, args)
+    if len(busy) >= 3 and main_rounds is quiet:
+        lines += [
+            "",
+            f"Contended rounds ({len(busy)}: another process kept "
+            f"{statistics.median(r['foreign'] for r in busy):.2f} cores busy, median), "
+            "for comparison:",
+            "",
+        ]
+        lines += table(busy, args, short=True)
+    lines += [
+        "",
+        f"Rounds: {args.rounds} (order rotated each round); per round and system: "
+        f"{args.calls} single-thread calls, {THREADS} threads x {args.thread_calls} calls, "
+        f"{args.starts} helper start(s). RTT p99 is the median of the per-round p99s.",
+    ]
+    return "\n".join(lines)
+
+
+def table(rounds: list[dict], args: argparse.Namespace, short: bool = False) -> list[str]:
+    summary = summarize(rounds)
     lines = [
         "| | floor | privsepd | oslo.privsep |",
         "|---|---:|---:|---:|",
@@ -431,6 +567,8 @@ def render(summary: dict, info: dict, args: argparse.Namespace) -> str:
         ("helper Rss, warm (KiB)", "rss", ",.0f"),
         (f"helper Private_Dirty, fresh + {args.fresh_calls} calls (KiB)", "fresh_pd", ",.0f"),
     ]
+    if short:
+        rows = rows[:4]
     for label, key, spec in rows:
         cells = []
         for system in SYSTEMS:
@@ -439,17 +577,20 @@ def render(summary: dict, info: dict, args: argparse.Namespace) -> str:
                 value = value / 1000.0
             cells.append(fmt(value, spec))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "| ratio | value | target | met |", "|---|---:|---:|:---:|"]
-    for name, value, target, ok in ratios(summary):
-        lines.append(f"| {name} | {value:.2f} | {target} | {'yes' if ok else 'NO'} |")
+    lines.append(
+        "| cross-CPU thread wake-up (µs, machine probe, not a system) | "
+        f"{statistics.median(r['handoff'] for r in rounds):.1f} | | |"
+    )
     lines += [
         "",
-        f"Rounds: {args.rounds} (order rotated each round); per round and system: "
-        f"{args.calls} single-thread calls, {THREADS} threads x {args.thread_calls} calls, "
-        f"{args.starts} helper start(s) ({summary['privsepd']['n_start']} starts per system "
-        "in all). Medians across rounds; p99 is the median of the per-round p99s.",
+        "| ratio (per round, median across rounds) | value | target | met |",
+        "|---|---:|---:|:---:|",
     ]
-    return "\n".join(lines)
+    for name, value, target, ok in ratios(rounds):
+        if short and "Private_Dirty" in name:
+            continue
+        lines.append(f"| {name} | {value:.2f} | {target} | {'yes' if ok else 'NO'} |")
+    return lines
 
 
 def write_results(path: str, table: str, info: dict, args: argparse.Namespace) -> None:
@@ -485,6 +626,15 @@ Command: `python bench/bench_core.py{" --quick" if args.quick else ""}` (as root
   they have served single-thread and {THREADS}-thread load); the "fresh" row is
   the start-time helper after its first {args.fresh_calls} calls.
 """
+    # A hand-written "## Analysis" section (profiling notes) survives reruns.
+    try:
+        with open(path) as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = ""
+    marker = old.find("\n## Analysis")
+    if marker >= 0:
+        text += old[marker:]
     with open(path, "w") as f:
         f.write(text)
 
@@ -514,10 +664,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     t0 = time.monotonic()
     gc.collect()
-    summary = run(args)
+    rounds, _ = run(args)
     info["load"] = f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
     info["wall time"] = f"{time.monotonic() - t0:.1f} s"
-    table = render(summary, info, args)
+    table = render(rounds, args)
     print("\n".join(f"{k}: {v}" for k, v in info.items()))
     print()
     print(table)
