@@ -21,10 +21,11 @@ oslo.privsep
 
 Each round runs, for every system in a rotating order: single-thread RTT of
 ``--calls`` calls, 8 threads x ``--thread-calls`` calls, and ``--starts``
-helper starts. Figures are medians across rounds (RTT: median of the
-per-round medians / p99s). Memory is read from ``/proc/PID/smaps_rollup`` of
-the long-lived helpers after each round (they are warm: they have served the
-single-thread and 8-thread load).
+helper starts. Figures are medians across the quiet rounds (RTT: median of
+the per-round medians / p99s); ratios are medians of per-round ratios.
+Memory is read from ``/proc/PID/smaps_rollup`` of the long-lived helpers
+after each round (they are warm: they have served the single-thread and
+8-thread load).
 """
 
 from __future__ import annotations
@@ -340,7 +341,6 @@ def machine_info() -> dict[str, str]:
         "python": sys.version.split()[0],
         "msgpack": md.version("msgpack"),
         "oslo.privsep": md.version("oslo.privsep"),
-        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -625,6 +625,12 @@ Command: `python bench/bench_core.py{" --quick" if args.quick else ""}` (as root
   `/proc/PID/smaps_rollup` of the long-lived helpers after each round (warm:
   they have served single-thread and {THREADS}-thread load); the "fresh" row is
   the start-time helper after its first {args.fresh_calls} calls.
+- Rounds interleave the three systems (order rotated each round). A round in
+  which other processes used >= {QUIET} of a core (from `/proc/stat` minus this
+  process tree) is "contended"; the headline medians use the quiet rounds when
+  there are enough. Ratios are computed within each round (same conditions for
+  all three) and the median of the per-round ratios is shown. `loadavg` is the
+  1-minute average and includes this benchmark's own load.
 """
     # A hand-written "## Analysis" section (profiling notes) survives reruns.
     try:
@@ -665,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     gc.collect()
     rounds, _ = run(args)
-    info["load"] = f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+    info["loadavg"] = f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
     info["wall time"] = f"{time.monotonic() - t0:.1f} s"
     table = render(rounds, args)
     print("\n".join(f"{k}: {v}" for k, v in info.items()))
@@ -675,9 +681,10 @@ def main(argv: list[str] | None = None) -> int:
     if path:
         write_results(path, table, info, args)
         print(f"\nwrote {path}")
-    if os.cpu_count() and load_before > os.cpu_count() * 0.5:
+    busy = sum(1 for r in rounds if r["foreign"] >= QUIET)
+    if busy > len(rounds) // 2:
         print(
-            f"\nWARNING: load average {load_before:.2f} on {os.cpu_count()} CPUs: "
+            f"\nWARNING: other processes were busy in {busy} of {len(rounds)} rounds: "
             "figures are noisy, rerun when the machine is idle",
             file=sys.stderr,
         )
