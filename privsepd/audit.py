@@ -61,6 +61,12 @@ class AuditLog:
             out.append(self._syslog.fileno())
         return out
 
+    def wants(self, decision: str) -> bool:
+        """Whether a record of this decision goes anywhere (cheap; per call)."""
+        if self._fd is not None or self._syslog is not None:
+            return True
+        return _logger.isEnabledFor(logging.DEBUG if decision == "allow" else logging.WARNING)
+
     def record(self, **fields: Any) -> None:
         fields.setdefault("ts", round(time.time(), 6))
         line = json.dumps(fields, sort_keys=True, default=str)

@@ -1,20 +1,23 @@
 """Socket I/O for the channel: the client multiplexer and the helper server.
 
 All protocol decisions live in :mod:`privsepd.protocol`; this module only
-moves bytes and threads.
+moves bytes and threads. Thread hand-offs are the dominant cost of a call
+(a wake-up across CPUs costs tens of microseconds), so both sides avoid them
+on the common path:
 
-Latency design, client side: there is no reader thread. A caller that sends
-a request and finds nobody reading the socket becomes the reader itself
-(leader/follower); it routes any other replies it reads to their waiting
-callers and hands the reader role over when its own reply arrives. A single
-thread therefore pays one send and one receive per call, no thread hop.
+Client: there is no reader thread. A caller that finds nobody reading the
+socket becomes the reader itself (leader/follower). It routes other replies
+straight to their callers, waking only the caller whose reply arrived, and
+when its own reply arrives it hands the reader role to exactly one waiting
+caller. A single thread pays one send and one receive per call.
 
-Helper side, the mirror image: a small pool of workers shares the socket;
-the worker holding the read lock decodes a request, releases the lock (so an
-idle worker becomes the next reader) and runs the call itself. New workers
-are started only when a request arrives and no worker is idle, so a
-single-threaded client is served by one thread with no hand-off, and a slow
-call never blocks the others.
+Helper: the worker that reads a request keeps the reader role and runs the
+call itself, so a single-threaded client is served by one helper thread with
+no hand-off at all. Other workers are woken (or started, up to a limit) only
+when one read brought several requests, or when a call has been running for
+longer than ``SLOW_CALL`` -- then a watcher takes the reader role away from
+the busy worker so that a slow call never blocks the others. Replies from
+concurrent workers are written in batches.
 """
 
 from __future__ import annotations
@@ -47,6 +50,24 @@ from privsepd.protocol import (
 RECV_SIZE = 256 * 1024
 
 
+class _Waiter:
+    """One caller waiting for its reply, or to be handed the reader role."""
+
+    __slots__ = ("lock", "reply", "lead", "woken")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.reply: Reply | None = None
+        self.lead = False
+        self.woken = False
+
+    def wake(self) -> None:
+        if not self.woken:
+            self.woken = True
+            self.lock.release()
+
+
 class ClientChannel:
     """One connection to a helper, shared by any number of caller threads."""
 
@@ -61,12 +82,12 @@ class ClientChannel:
         self._proto = protocol or ClientProtocol(context)
         self._logger = logger or logging.getLogger(f"privsepd.{context}")
         self._send_lock = threading.Lock()
-        self._cond = threading.Condition(threading.Lock())
-        self._results: dict[int, Reply] = {}
-        self._pending: set[int] = set()
+        self._mutex = threading.Lock()
+        self._waiters: dict[int, _Waiter] = {}
         self._reading = False
         self._failure: PrivsepError | None = None
         self._ids = itertools.count(1)
+        self._timeout: float | None = None
 
     @property
     def failure(self) -> PrivsepError | None:
@@ -114,38 +135,42 @@ class ClientChannel:
         rid = next(self._ids)
         data = self._proto.request(rid, op, name, args, kwargs)
         deadline = time.monotonic() + timeout
-        with self._cond:
+        waiter = _Waiter()
+        with self._mutex:
             if self._failure is not None:
                 raise _fresh(self._failure)
-            self._pending.add(rid)
+            self._waiters[rid] = waiter
+            lead = not self._reading
+            if lead:
+                self._reading = True
         try:
             with self._send_lock:
                 self._sock.sendall(data)
         except OSError as exc:
-            self._fail(self._last_words() or HelperDiedError(f"cannot send to helper: {exc}"))
+            words = self._last_words(lead)
+            self._fail(words or HelperDiedError(f"cannot send to helper: {exc}"))
             raise _fresh(self._failure) from None
-        reply = self._wait(rid, deadline, timeout)
+        if lead:
+            reply = self._lead(rid, deadline, timeout)
+        else:
+            reply = self._follow(rid, waiter, deadline, timeout)
         if reply.ok:
             return reply.result
         raise exception_from_wire(*reply.error)
 
-    def _wait(self, rid: int, deadline: float, timeout: float) -> Reply:
-        with self._cond:
-            while True:
-                reply = self._results.pop(rid, None)
-                if reply is not None:
-                    return reply
-                if self._failure is not None:
-                    self._pending.discard(rid)
-                    raise _fresh(self._failure)
-                if not self._reading:
-                    self._reading = True
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._pending.discard(rid)
+    def _follow(self, rid: int, waiter: _Waiter, deadline: float, timeout: float) -> Reply:
+        """Wait until the reader hands us our reply or the reader role."""
+        remaining = deadline - time.monotonic()
+        woken = remaining > 0 and waiter.lock.acquire(timeout=remaining)
+        with self._mutex:
+            if not woken and waiter.reply is None and not waiter.lead:
+                if self._failure is None:
+                    self._waiters.pop(rid, None)
                     raise CallTimeout(f"no reply from helper within {timeout:g}s")
-                self._cond.wait(remaining)
+            if waiter.reply is not None:
+                return waiter.reply
+            if not waiter.lead:
+                raise _fresh(self._failure)
         return self._lead(rid, deadline, timeout)
 
     def _lead(self, rid: int, deadline: float, timeout: float) -> Reply:
@@ -156,39 +181,50 @@ class ClientChannel:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError
-                sock.settimeout(remaining)
-                data = sock.recv(RECV_SIZE)
+                if self._timeout is None or remaining < self._timeout:
+                    # Only shorten the socket timeout: setting it on every
+                    # call costs syscalls; an early wake-up just loops.
+                    sock.settimeout(remaining)
+                    self._timeout = remaining
+                try:
+                    data = sock.recv(RECV_SIZE)
+                except TimeoutError:
+                    self._timeout = None
+                    continue
                 if not data:
                     raise HelperDiedError(self._lost_message("helper closed the channel"))
                 events = self._proto.receive_data(data)
-                logs = []
-                with self._cond:
+                mine = None
+                logs = None
+                with self._mutex:
                     for event in events:
-                        if isinstance(event, Reply):
+                        if type(event) is Reply:
                             if event.id == 0 and not event.ok:
                                 # The helper reports a fatal protocol violation
                                 # before it closes the connection.
                                 raise ProtocolError(f"helper closed the channel: {event.error[1]}")
-                            if event.id in self._pending:
-                                self._pending.discard(event.id)
-                                self._results[event.id] = event
-                            # else: a late reply to a call that timed out.
+                            waiter = self._waiters.pop(event.id, None)
+                            if waiter is None:
+                                continue  # a late reply to a call that timed out
+                            if event.id == rid:
+                                mine = event
+                            else:
+                                waiter.reply = event
+                                waiter.wake()
                         else:
+                            logs = logs or []
                             logs.append(event)
-                    mine = self._results.pop(rid, None)
                     if mine is not None:
-                        self._reading = False
-                    if mine is not None or self._results:
-                        self._cond.notify_all()
-                for record in logs:
-                    self._emit_log(record)
+                        self._hand_over()
+                if logs:
+                    for record in logs:
+                        self._emit_log(record)
                 if mine is not None:
                     return mine
         except TimeoutError:
-            with self._cond:
-                self._reading = False
-                self._pending.discard(rid)
-                self._cond.notify_all()
+            with self._mutex:
+                self._waiters.pop(rid, None)
+                self._hand_over()
             raise CallTimeout(f"no reply from helper within {timeout:g}s") from None
         except PrivsepError as exc:
             self._fail(exc)
@@ -197,20 +233,30 @@ class ClientChannel:
             self._fail(HelperDiedError(self._lost_message(f"channel failed: {exc}")))
             raise _fresh(self._failure) from None
 
-    def _last_words(self) -> PrivsepError | None:
+    def _hand_over(self) -> None:
+        """Give the reader role to one waiting caller (mutex held)."""
+        self._timeout = None
+        for waiter in self._waiters.values():
+            if not waiter.woken:
+                waiter.lead = True
+                waiter.wake()
+                return
+        self._reading = False
+
+    def _last_words(self, lead: bool) -> PrivsepError | None:
         """After a failed send: did the helper say why it hung up?
 
         A helper that detects a protocol violation sends the reason and
         closes; a caller whose send then fails should see that reason rather
-        than a bare broken pipe.
+        than a bare broken pipe. Only a caller holding the reader role may
+        read; otherwise the active reader will report it.
         """
-        if not self._send_lock.acquire(timeout=0.1):
-            return None
-        try:
-            with self._cond:
+        if not lead:
+            with self._mutex:
                 if self._reading:
-                    return None  # the active reader will report it
+                    return None
                 self._reading = True
+        try:
             self._sock.settimeout(0.1)
             while True:
                 data = self._sock.recv(RECV_SIZE)
@@ -221,22 +267,19 @@ class ClientChannel:
                         return ProtocolError(f"helper closed the channel: {event.error[1]}")
         except (OSError, PrivsepError):
             return None
-        finally:
-            with self._cond:
-                self._reading = False
-            self._send_lock.release()
 
     def _lost_message(self, what: str) -> str:
-        n = len(self._pending)
+        n = len(self._waiters)
         return f"{what}; {n} call(s) in flight lost"
 
     def _fail(self, exc: PrivsepError) -> None:
-        with self._cond:
+        with self._mutex:
             if self._failure is None:
                 self._failure = exc
             self._reading = False
-            self._pending.clear()
-            self._cond.notify_all()
+            for waiter in self._waiters.values():
+                waiter.wake()
+            self._waiters.clear()
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -259,7 +302,12 @@ def _fresh(exc: PrivsepError) -> PrivsepError:
 
 # ------------------------------------------------------------------ server
 
-Dispatch = Callable[[Request], Any]
+# A call running longer than this loses the reader role to another worker.
+SLOW_CALL = 0.001
+# The watcher parks itself after this long without calls.
+WATCH_IDLE = 0.05
+# Extra workers exit after waiting this long with nothing to do.
+WORKER_IDLE = 1.0
 
 
 class HelperServer:
@@ -278,85 +326,183 @@ class HelperServer:
         self._dispatch = dispatch
         self._max_workers = max(1, max_workers)
         self._on_violation = on_violation
-        self._read_lock = threading.Lock()
-        self._send_lock = threading.Lock()
-        self._state_lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
         self._backlog: collections.deque[Request] = collections.deque()
+        self._reader: int | None = None  # ident of the worker holding the role
+        self._busy_since: float | None = None  # reader's call start, if running
+        self._last_call = 0.0
         self._workers = 0
         self._idle = 0
         self._closed = threading.Event()
+        self._watch = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._out_lock = threading.Lock()
+        self._out: list[bytes] = []
+        self._flushing = False
+
+    # -- output --------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        """Write whole frames; a dead client ends the server."""
-        try:
-            with self._send_lock:
-                self._sock.sendall(data)
-        except OSError:
-            self._closed.set()
+        """Queue whole frames; whoever finds no flush running writes them all."""
+        with self._out_lock:
+            self._out.append(data)
+            if self._flushing:
+                return
+            self._flushing = True
+        while True:
+            with self._out_lock:
+                if not self._out:
+                    self._flushing = False
+                    return
+                chunk = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+                self._out.clear()
+            try:
+                self._sock.sendall(chunk)
+            except OSError:
+                self._closed.set()
+                with self._out_lock:
+                    self._out.clear()
+                    self._flushing = False
+                return
+
+    # -- serving -------------------------------------------------------------
 
     def serve_forever(self) -> None:
         """Handshake, then serve until the client goes away or misbehaves."""
         self._sock.settimeout(None)
-        with self._state_lock:
+        with self._cond:
             self._workers = 1
         self._work()
         self._closed.wait()
-
-    def _next_request(self) -> Request | None:
-        with self._state_lock:
-            self._idle += 1
-        with self._read_lock:
-            with self._state_lock:
-                self._idle -= 1
-            while not self._backlog:
-                if self._closed.is_set():
-                    return None
-                try:
-                    data = self._sock.recv(RECV_SIZE)
-                except OSError:
-                    data = b""
-                if not data:
-                    self._closed.set()
-                    return None
-                try:
-                    requests = self._proto.receive_data(data)
-                except ProtocolError as exc:
-                    self._violation(str(exc))
-                    return None
-                out = self._proto.take_output()
-                if out:
-                    self.send(out)
-                self._backlog.extend(requests)
-            request = self._backlog.popleft()
-            self._maybe_add_worker()
-            return request
-
-    def _maybe_add_worker(self) -> None:
-        with self._state_lock:
-            if self._idle or self._workers >= self._max_workers:
-                return
-            self._workers += 1
-        threading.Thread(target=self._work, name="privsepd-worker", daemon=True).start()
+        self._watch.set()
 
     def _work(self) -> None:
+        me = threading.get_ident()
         while not self._closed.is_set():
-            request = self._next_request()
+            request = self._take(me)
             if request is None:
                 break
             ok, payload = self._dispatch(request)
-            proto = self._proto
-            try:
-                if ok:
-                    frame = proto.reply_ok(request.id, payload)
-                else:
-                    frame = proto.reply_error(request.id, *payload)
-            except ProtocolError as exc:
-                frame = proto.reply_error(
-                    request.id, "TypeError", f"result cannot cross the channel: {exc}", None
-                )
-            self.send(frame)
-        with self._state_lock:
+            self._reply(request, ok, payload)
+            with self._cond:
+                if self._reader == me:
+                    self._busy_since = None
+        with self._cond:
             self._workers -= 1
+            if self._reader == me:
+                self._reader = None
+            self._cond.notify_all()
+
+    def _take(self, me: int) -> Request | None:
+        """The next request for this worker: from the backlog or the socket."""
+        with self._cond:
+            while True:
+                if self._closed.is_set():
+                    return None
+                if self._backlog:
+                    if self._reader == me:
+                        # Still the reader: a slow call from the backlog must
+                        # be visible to the watcher like any other.
+                        self._busy_since = time.monotonic()
+                    return self._backlog.popleft()
+                if self._reader is None or self._reader == me:
+                    self._reader = me
+                    break
+                self._idle += 1
+                woke = self._cond.wait(WORKER_IDLE)
+                self._idle -= 1
+                if not woke and self._workers > 1 and self._reader is not None:
+                    return None  # surplus worker retires
+        requests = self._read()
+        with self._cond:
+            if not requests:
+                self._reader = None
+                self._cond.notify_all()
+                return None
+            if self._reader != me:
+                # The watcher moved the role while we read (cannot happen with
+                # no call running, but stay correct): queue everything.
+                self._backlog.extend(requests)
+                self._cond.notify()
+                return None if self._closed.is_set() else self._backlog.popleft()
+            first = requests[0]
+            if len(requests) > 1:
+                self._backlog.extend(requests[1:])
+                self._summon(len(requests) - 1)
+            now = time.monotonic()
+            self._busy_since = now
+            self._last_call = now
+            if not self._watch.is_set():
+                self._start_watch()
+            return first
+
+    def _read(self) -> list[Request]:
+        """Read until at least one request is complete (reader role held)."""
+        while True:
+            try:
+                data = self._sock.recv(RECV_SIZE)
+            except OSError:
+                data = b""
+            if not data:
+                self._closed.set()
+                return []
+            try:
+                requests = self._proto.receive_data(data)
+            except ProtocolError as exc:
+                self._violation(str(exc))
+                return []
+            out = self._proto.take_output()
+            if out:
+                self.send(out)
+            if requests:
+                return requests
+
+    def _summon(self, n: int) -> None:
+        """Get ``n`` more workers onto the backlog / reader role (cond held)."""
+        wake = min(n, self._idle)
+        if wake:
+            self._cond.notify(wake)
+        for _ in range(n - wake):
+            if self._workers >= self._max_workers:
+                break
+            self._workers += 1
+            threading.Thread(target=self._work, name="privsepd-worker", daemon=True).start()
+
+    def _start_watch(self) -> None:
+        self._watch.set()
+        if self._watcher is None:
+            self._watcher = threading.Thread(
+                target=self._watch_loop, name="privsepd-watch", daemon=True
+            )
+            self._watcher.start()
+
+    def _watch_loop(self) -> None:
+        """Free the reader role from a worker stuck in a slow call."""
+        while not self._closed.is_set():
+            self._watch.wait()
+            time.sleep(SLOW_CALL)
+            with self._cond:
+                now = time.monotonic()
+                busy = self._busy_since
+                if busy is not None and now - busy >= SLOW_CALL and self._reader is not None:
+                    self._reader = None
+                    self._busy_since = None
+                    self._summon(1)
+                elif busy is None and now - self._last_call > WATCH_IDLE:
+                    self._watch.clear()
+
+    def _reply(self, request: Request, ok: bool, payload: Any) -> None:
+        proto = self._proto
+        try:
+            if ok:
+                frame = proto.reply_ok(request.id, payload)
+            else:
+                frame = proto.reply_error(request.id, *payload)
+        except ProtocolError as exc:
+            frame = proto.reply_error(
+                request.id, "TypeError", f"result cannot cross the channel: {exc}", None
+            )
+        self.send(frame)
 
     def _violation(self, reason: str) -> None:
         """Close the connection with a logged reason the client can show."""

@@ -129,7 +129,7 @@ class Monitor:
             if not isinstance(exc, PrivsepError) and not denied:
                 log.warning("%s raised %s: %s", request.name, type(exc).__name__, exc)
             return False, exception_to_wire(exc)
-        if request.op != OP_PING:
+        if request.op != OP_PING and self._audit.wants("allow"):
             self._record(request, "allow", start, None)
         return True, result
 

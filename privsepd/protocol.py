@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -59,7 +59,7 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
-_NATIVE_SCALARS = (type(None), bool, int, float, str, bytes)
+_NATIVE_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 
 
 def check_value(value: Any, limits: Limits = DEFAULT_LIMITS, _depth: int = 0) -> None:
@@ -68,25 +68,33 @@ def check_value(value: Any, limits: Limits = DEFAULT_LIMITS, _depth: int = 0) ->
     msgpack's C unpacker bounds container lengths before allocating, but not
     nesting depth below its own 1024-level stack, nor foreign types such as
     ``Timestamp``; this walk closes those gaps on both encode and decode.
+    Exact types only: a subclass (an IntEnum, a str subclass with behaviour)
+    would not come out of the other side as what went in.
     """
-    if isinstance(value, _NATIVE_SCALARS):
+    cls = type(value)
+    if cls in _NATIVE_SCALARS:
         return
     if _depth >= limits.max_depth:
         raise ProtocolError(f"value nested deeper than {limits.max_depth} levels")
-    if isinstance(value, (list, tuple)):
+    if cls is list or cls is tuple:
         if len(value) > limits.max_container:
             raise ProtocolError(f"array of {len(value)} items exceeds {limits.max_container}")
         for item in value:
-            check_value(item, limits, _depth + 1)
+            if type(item) not in _NATIVE_SCALARS:
+                check_value(item, limits, _depth + 1)
         return
-    if isinstance(value, dict):
+    if cls is dict:
         if len(value) > limits.max_container:
             raise ProtocolError(f"map of {len(value)} items exceeds {limits.max_container}")
         for key, item in value.items():
-            check_value(key, limits, _depth + 1)
-            check_value(item, limits, _depth + 1)
+            if type(key) not in _NATIVE_SCALARS:
+                # msgpack decodes array keys to unhashable lists (and fails);
+                # nothing but scalars is a sensible key on either side.
+                raise ProtocolError("map keys must be scalars")
+            if type(item) not in _NATIVE_SCALARS:
+                check_value(item, limits, _depth + 1)
         return
-    raise ProtocolError(f"type {type(value).__name__} cannot cross the channel")
+    raise ProtocolError(f"type {cls.__name__} cannot cross the channel")
 
 
 def _reject_ext(code: int, data: bytes) -> Any:
@@ -177,54 +185,34 @@ class FrameDecoder:
             # caller only ever sees ProtocolError.
             raise ProtocolError(f"malformed frame: {type(exc).__name__}: {exc}") from None
         check_value(value, limits)
-        try:
-            hash_keys(value)
-        except TypeError as exc:
-            raise ProtocolError(f"malformed frame: {exc}") from None
         return value
-
-
-def hash_keys(value: Any) -> None:
-    """Reject maps whose keys are unhashable (msgpack allows array keys)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, (list, dict)):
-                raise TypeError("map key must be a scalar")
-            hash_keys(item)
-    elif isinstance(value, list):
-        for item in value:
-            hash_keys(item)
 
 
 # ---------------------------------------------------------------- events
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     id: int
     op: str
     name: str
-    args: list = field(default_factory=list)
-    kwargs: dict = field(default_factory=dict)
+    args: list
+    kwargs: dict
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     id: int
     ok: bool
     result: Any = None
     error: tuple[str, str, int | None] | None = None
 
 
-@dataclass(frozen=True)
-class LogRecord:
+class LogRecord(NamedTuple):
     levelno: int
     logger: str
     message: str
 
 
-@dataclass(frozen=True)
-class Welcome:
+class Welcome(NamedTuple):
     context: str
 
 
