@@ -47,7 +47,7 @@ from privsepd.protocol import (
     Welcome,
 )
 
-RECV_SIZE = 256 * 1024
+RECV_SIZE = 64 * 1024
 
 
 class _Waiter:
@@ -81,7 +81,9 @@ class ClientChannel:
         self._sock = sock
         self._proto = protocol or ClientProtocol(context)
         self._logger = logger or logging.getLogger(f"privsepd.{context}")
-        self._send_lock = threading.Lock()
+        self._out_lock = threading.Lock()
+        self._out: list[bytes] = []
+        self._flushing = False
         self._mutex = threading.Lock()
         self._waiters: dict[int, _Waiter] = {}
         self._reading = False
@@ -144,8 +146,7 @@ class ClientChannel:
             if lead:
                 self._reading = True
         try:
-            with self._send_lock:
-                self._sock.sendall(data)
+            self._send(data)
         except OSError as exc:
             words = self._last_words(lead)
             self._fail(words or HelperDiedError(f"cannot send to helper: {exc}"))
@@ -157,6 +158,32 @@ class ClientChannel:
         if reply.ok:
             return reply.result
         raise exception_from_wire(*reply.error)
+
+    def _send(self, data: bytes) -> None:
+        """Write a request; requests queued meanwhile by other threads go along.
+
+        The thread that finds no write in progress writes everything queued,
+        so eight callers cost a few writes, not eight lock hand-offs.
+        """
+        with self._out_lock:
+            self._out.append(data)
+            if self._flushing:
+                return
+            self._flushing = True
+        try:
+            while True:
+                with self._out_lock:
+                    if not self._out:
+                        self._flushing = False
+                        return
+                    chunk = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+                    self._out.clear()
+                self._sock.sendall(chunk)
+        except BaseException:
+            with self._out_lock:
+                self._out.clear()
+                self._flushing = False
+            raise
 
     def _follow(self, rid: int, waiter: _Waiter, deadline: float, timeout: float) -> Reply:
         """Wait until the reader hands us our reply or the reader role."""
@@ -378,15 +405,27 @@ class HelperServer:
 
     def _work(self) -> None:
         me = threading.get_ident()
+        pending: list[bytes] = []
         while not self._closed.is_set():
             request = self._take(me)
             if request is None:
                 break
             ok, payload = self._dispatch(request)
-            self._reply(request, ok, payload)
+            pending.append(self._reply_frame(request, ok, payload))
             with self._cond:
+                more = self._reader == me and bool(self._backlog)
+                slow = self._busy_since is not None and (
+                    time.monotonic() - self._busy_since >= SLOW_CALL
+                )
                 if self._reader == me:
                     self._busy_since = None
+            # Replies to one batch of requests go out in one write, unless
+            # the batch is slow: then each reply leaves as soon as it exists.
+            if not more or slow:
+                self.send(b"".join(pending) if len(pending) > 1 else pending[0])
+                pending.clear()
+        if pending:
+            self.send(b"".join(pending))
         with self._cond:
             self._workers -= 1
             if self._reader == me:
@@ -427,8 +466,9 @@ class HelperServer:
                 return None if self._closed.is_set() else self._backlog.popleft()
             first = requests[0]
             if len(requests) > 1:
+                # The reader runs the rest too (most calls are short); the
+                # watcher brings in other workers if one of them is slow.
                 self._backlog.extend(requests[1:])
-                self._summon(len(requests) - 1)
             now = time.monotonic()
             self._busy_since = now
             self._last_call = now
@@ -487,22 +527,24 @@ class HelperServer:
                 if busy is not None and now - busy >= SLOW_CALL and self._reader is not None:
                     self._reader = None
                     self._busy_since = None
-                    self._summon(1)
+                # Someone must read the socket and someone must run each
+                # queued request; idle workers pick those up by themselves.
+                need = (self._reader is None) + len(self._backlog) - self._idle
+                if need > 0:
+                    self._summon(need)
                 elif busy is None and now - self._last_call > WATCH_IDLE:
                     self._watch.clear()
 
-    def _reply(self, request: Request, ok: bool, payload: Any) -> None:
+    def _reply_frame(self, request: Request, ok: bool, payload: Any) -> bytes:
         proto = self._proto
         try:
             if ok:
-                frame = proto.reply_ok(request.id, payload)
-            else:
-                frame = proto.reply_error(request.id, *payload)
+                return proto.reply_ok(request.id, payload)
+            return proto.reply_error(request.id, *payload)
         except ProtocolError as exc:
-            frame = proto.reply_error(
+            return proto.reply_error(
                 request.id, "TypeError", f"result cannot cross the channel: {exc}", None
             )
-        self.send(frame)
 
     def _violation(self, reason: str) -> None:
         """Close the connection with a logged reason the client can show."""
