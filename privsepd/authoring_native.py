@@ -1,0 +1,132 @@
+"""Lint rules for native TOML policy (used by ``privsepd filters check``).
+
+Native rules are typed, so most rootwrap holes cannot be written; what is
+left is the same question asked of typed constraints: does an argument
+admit any path, a path under /tmp, ``..``; does a rule hand a program free
+arguments; does a rule or context hold a capability that is root in all
+but name.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from privsepd.constraints import PathUnder, Regex, Str
+
+if TYPE_CHECKING:
+    from privsepd.authoring_lint import Checker
+    from privsepd.policy.filters import Filter
+    from privsepd.policy.native import PolicyFragment
+
+__all__ = ["NEAR_ROOT_CAPABILITIES", "lint_command", "lint_fragment"]
+
+# Capabilities that give full root to whoever holds them (see capabilities(7)).
+NEAR_ROOT_CAPABILITIES = {
+    "CAP_SYS_ADMIN": "mount, bpf, namespaces, ... (the 'new root')",
+    "CAP_SYS_MODULE": "load a kernel module",
+    "CAP_SYS_PTRACE": "inject code into any root process",
+    "CAP_DAC_OVERRIDE": "write any file regardless of permissions",
+    "CAP_SETUID": "become uid 0",
+    "CAP_SETGID": "join the root group (and others)",
+    "CAP_SYS_RAWIO": "write raw memory and disks",
+    "CAP_SETFCAP": "give any program any capability",
+    "CAP_CHOWN": "take ownership of any file",
+    "CAP_FOWNER": "chmod any file",
+}
+
+
+def lint_fragment(checker: Checker, frag: PolicyFragment) -> None:
+    """Context-level findings of one native policy file."""
+    for ctx in frag.contexts.values():
+        src = ctx.source
+        path, line = (src.path, src.line) if src else (frag.path, None)
+        near = sorted(c for c in ctx.capabilities if c in NEAR_ROOT_CAPABILITIES)
+        for cap in near:
+            checker.add(
+                path,
+                line,
+                ctx.name,
+                "capability",
+                "warning",
+                f"context {ctx.name!r} keeps {cap}",
+                f"whoever compromises the context's functions can {NEAR_ROOT_CAPABILITIES[cap]}",
+                "keep only the capability each function needs; split contexts if needed",
+            )
+        if ctx.stay_root:
+            checker.add(
+                path,
+                line,
+                ctx.name,
+                "capability",
+                "warning",
+                f"context {ctx.name!r} keeps uid 0 (stay_root)",
+                "files owned by root are the helper's own: its functions can edit them",
+                "drop stay_root and run the helper as a dedicated user with capabilities",
+            )
+
+
+def lint_command(checker: Checker, cmd: Filter) -> None:
+    """Findings of one native [[command]] rule."""
+    from privsepd.authoring_lint import (
+        _CATEGORIES,
+        _PATH_CATEGORIES,
+        _downgrade,
+        probe_path,
+        program_info,
+        under_world_writable,
+    )
+
+    info = program_info(cmd.exec_path)
+    dangerous = info is not None and info[0] in _PATH_CATEGORIES
+    base = os.path.basename(cmd.exec_path)
+    rest = getattr(cmd, "rest", None)
+    if info is not None and isinstance(rest, Str):
+        category, example = info
+        severity, attack, fix = _CATEGORIES[category]
+        checker.on(
+            cmd,
+            "unrestricted-program",
+            _downgrade(severity, cmd.run_as),
+            f"{{rest = true}} lets the caller pass any further arguments to {base} as {cmd.run_as}",
+            attack.format(user=cmd.run_as, example=example),
+            fix,
+        )
+    constraints = [*getattr(cmd, "patterns", ()), rest]
+    for i, c in enumerate(constraints, 1):
+        problem = None
+        if isinstance(c, PathUnder):
+            if c.prefix == "/":
+                problem = ("wildcard-path", "path_under '/' admits every path")
+            elif under_world_writable(c.prefix):
+                problem = (
+                    "world-writable-path",
+                    f"path_under {c.prefix!r} is world-writable: files appear there after "
+                    "the check",
+                )
+        elif isinstance(c, Regex):
+            found = probe_path(c.pattern)
+            if found:
+                problem = (found[0][0], f"regex {c.pattern!r} admits {found[0][1]!r}")
+        if problem is None:
+            continue
+        code, detail = problem
+        which = "further arguments" if c is rest else f"argument {i}"
+        checker.on(
+            cmd,
+            code,
+            _downgrade("error" if dangerous else "warning", cmd.run_as),
+            f"{which}: {detail}",
+            f"{base} runs as {cmd.run_as} on a path the attacker chose",
+            "use path_under with the service's own directory (and must_exist where possible)",
+        )
+    caps = getattr(cmd, "capabilities", frozenset())
+    for cap in sorted(c for c in caps if c in NEAR_ROOT_CAPABILITIES):
+        checker.on(
+            cmd,
+            "capability",
+            "warning",
+            f"{base} runs with {cap}",
+            f"if {base} can be steered by its arguments it can {NEAR_ROOT_CAPABILITIES[cap]}",
+            "grant the narrowest capability the program needs",
+        )
