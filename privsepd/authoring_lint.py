@@ -497,30 +497,77 @@ def examples(pattern: str) -> list[str]:
 
 
 def backtracking(pattern: str) -> bool:
-    """True for a repeat of something that itself repeats unboundedly ((a+)*)."""
+    """True for an unbounded repeat of something that itself repeats unboundedly.
+
+    ``([^/]+/?)*`` can split a long argument in exponentially many ways; a
+    body that starts with a separator its inner repeats cannot consume
+    (``(/[a-z]+)*``) cannot, and is not reported.
+    """
     sre, tree = _parse(pattern)
     if tree is None:
         return False
     repeats = (sre.MAX_REPEAT, sre.MIN_REPEAT)
 
-    def walk(data, inside: bool) -> bool:
+    def admits_char(op, av, ch: str) -> bool:
+        if op is sre.LITERAL:
+            return chr(av) == ch
+        if op is sre.NOT_LITERAL:
+            return chr(av) != ch
+        if op is sre.ANY:
+            return ch != "\n"
+        if op is sre.IN:
+            negate = any(o is sre.NEGATE for o, _ in av)
+            hit = False
+            for o, v in av:
+                if o is sre.LITERAL and chr(v) == ch:
+                    hit = True
+                elif o is sre.RANGE and v[0] <= ord(ch) <= v[1]:
+                    hit = True
+                elif o is sre.CATEGORY:
+                    hit = hit or re.fullmatch(r"[\d\w\s]", ch) is not None
+            return hit != negate
+        return True  # groups, branches: assume the worst
+
+    def inner_repeats(data, sep: str | None) -> bool:
         for op, av in data:
             if op in repeats:
                 lo, hi, sub = av
-                unbounded = hi == sre.MAXREPEAT
-                if inside and unbounded:
+                if hi == sre.MAXREPEAT and (
+                    sep is None or any(admits_char(o, v, sep) for o, v in sub.data)
+                ):
                     return True
-                if walk(sub.data, inside or unbounded):
+                if inner_repeats(sub.data, sep):
                     return True
             elif op is sre.SUBPATTERN:
-                if walk(av[-1].data, inside):
+                if inner_repeats(av[-1].data, sep):
                     return True
             elif op is sre.BRANCH:
-                if any(walk(alt.data, inside) for alt in av[1]):
+                if any(inner_repeats(alt.data, sep) for alt in av[1]):
                     return True
         return False
 
-    return walk(tree.data, False)
+    def walk(data) -> bool:
+        for op, av in data:
+            if op in repeats:
+                lo, hi, sub = av
+                body = sub.data
+                if len(body) == 1 and body[0][0] is sre.SUBPATTERN:
+                    body = body[0][1][-1].data
+                if hi == sre.MAXREPEAT:
+                    sep = chr(body[0][1]) if body and body[0][0] is sre.LITERAL else None
+                    if inner_repeats(body, sep):
+                        return True
+                if walk(sub.data):
+                    return True
+            elif op is sre.SUBPATTERN:
+                if walk(av[-1].data):
+                    return True
+            elif op is sre.BRANCH:
+                if any(walk(alt.data) for alt in av[1]):
+                    return True
+        return False
+
+    return walk(tree.data)
 
 
 _ANY_PATHS = ("/etc/shadow", "/root/.ssh/authorized_keys")
