@@ -27,8 +27,14 @@ def _serve(rest: list[str]) -> int:
     return daemon_main(rest)
 
 
+def _helper(rest: list[str]) -> int:
+    from privsepd.daemon import helper_main
+
+    return helper_main(rest)
+
+
 # Subcommands with their own argument parser get the rest of argv untouched.
-_PASSTHROUGH = {"filters": _filters, "serve": _serve}
+_PASSTHROUGH = {"filters": _filters, "serve": _serve, "helper": _helper}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     serve.add_argument("rest", nargs=argparse.REMAINDER)
+
+    helper = sub.add_parser(
+        "helper",
+        help="spawn mode: serve one client on stdin (run through sudo)",
+        add_help=False,
+    )
+    helper.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 

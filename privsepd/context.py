@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import queue
+import shutil
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from privsepd.audit import AuditLog
@@ -49,6 +51,7 @@ class Context:
         logger: logging.Logger | None = None,
         command_runner: Callable[[], Callable[[list, dict], Any]] | None = None,
         socket_path: str | None = None,
+        helper_command: Sequence[str] | None = None,
     ) -> None:
         from privsepd.scoping import parse_capabilities
 
@@ -68,6 +71,9 @@ class Context:
         self._command_runner_factory = command_runner
         # Daemon mode: connect to ``privsepd serve`` instead of forking.
         self.socket_path = socket_path
+        # Spawn mode: e.g. ["sudo", "privsepd", "helper"]; the helper gets
+        # "--context NAME" and the channel socket as its standard input.
+        self.helper_command = list(helper_command) if helper_command else None
         # False runs entrypoints in-process (unit tests of service code, like
         # oslo.privsep's set_client_mode(False)); never use it in production.
         self.client_mode = True
@@ -199,6 +205,9 @@ class Context:
         if self.socket_path is not None:
             self._connect_locked()
             return
+        if self.helper_command is not None:
+            self._spawn_locked()
+            return
         spec = HelperSpec(self.name, self.scope(), self.limits, self.max_workers)
         entrypoints = self._table()
         runner_factory = self._command_runner_factory
@@ -218,6 +227,37 @@ class Context:
         )
         try:
             channel.handshake(timeout=max(self.timeout, 5.0))
+        except PrivsepError:
+            helper.stop(timeout=1.0)
+            raise
+        self._helper = helper
+        self._channel = channel
+
+    def _spawn_locked(self) -> None:
+        """Spawn mode: run the helper command with the channel as its stdin."""
+        command = [*self.helper_command, "--context", self.name]
+        path = shutil.which(command[0])
+        if path is None:
+            raise HelperDiedError(f"helper command not found: {command[0]}")
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = os.posix_spawn(
+                path,
+                command,
+                {"PATH": os.defpath, "LANG": "C.UTF-8"},
+                file_actions=[(os.POSIX_SPAWN_DUP2, child_sock.fileno(), 0)],
+            )
+        except OSError as exc:
+            parent_sock.close()
+            raise HelperDiedError(f"cannot run helper command {command[0]}: {exc}") from None
+        finally:
+            child_sock.close()
+        helper = HelperProcess(pid, parent_sock)
+        channel = ClientChannel(
+            parent_sock, self.name, ClientProtocol(self.name, self.limits), self.logger
+        )
+        try:
+            channel.handshake(timeout=max(self.timeout, 10.0))
         except PrivsepError:
             helper.stop(timeout=1.0)
             raise

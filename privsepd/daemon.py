@@ -33,6 +33,7 @@ from privsepd.protocol import ServerProtocol
 log = logging.getLogger("privsepd.daemon")
 
 SOCKET_DIR = "/run/privsepd"
+DEFAULT_POLICY = ["/etc/privsepd/policy.toml", "/etc/privsepd/policy.d"]
 _PEERCRED = struct.Struct("3i")
 
 
@@ -204,22 +205,12 @@ class Daemon:
             try:
                 for other in self.served:
                     other.listener.close()
-                status = self._child(served, conn, peer)
+                status = serve_connection(served, conn, peer)
             finally:
                 os._exit(status)
         conn.close()
         self.children.add(pid)
         served.audit.record(context=served.name, decision="connect", helper_pid=pid, **_peer(peer))
-
-    def _child(self, served: ServedContext, conn: socket.socket, peer: PeerCredentials) -> int:
-        import privsepd.context as context_module
-
-        def monitor_factory() -> Monitor:
-            context_module._in_helper = True
-            runner = served.runner_factory() if served.runner_factory is not None else None
-            return Monitor(served.name, served.table, runner, served.audit, _peer(peer))
-
-        return _helper_main(conn, served.spec, monitor_factory, served.audit)
 
     def _reap(self) -> None:
         for pid in list(self.children):
@@ -229,6 +220,18 @@ class Daemon:
                 done = pid
             if done:
                 self.children.discard(pid)
+
+
+def serve_connection(served: ServedContext, conn: socket.socket, peer: PeerCredentials) -> int:
+    """Scope this process to the context and serve ``conn`` until EOF."""
+    import privsepd.context as context_module
+
+    def monitor_factory() -> Monitor:
+        context_module._in_helper = True
+        runner = served.runner_factory() if served.runner_factory is not None else None
+        return Monitor(served.name, served.table, runner, served.audit, _peer(peer))
+
+    return _helper_main(conn, served.spec, monitor_factory, served.audit)
 
 
 def _peer(peer: PeerCredentials) -> dict:
@@ -254,3 +257,58 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     daemon.serve_forever()
     return 0
+
+
+# ------------------------------------------------------------------ spawn mode
+
+
+def helper_main(argv: list[str] | None = None) -> int:
+    """``privsepd helper --context NAME``: serve one client on stdin (spawn mode).
+
+    An unprivileged service runs this through one sudoers line. The channel
+    is the socket the service passed as standard input, so no path from the
+    caller is ever opened as root; everything else (capabilities, user,
+    functions, commands) comes from root-owned policy.
+    """
+    from privsepd.policy.loader import load_policy
+
+    parser = argparse.ArgumentParser(prog="privsepd helper")
+    parser.add_argument("--context", required=True)
+    parser.add_argument("--policy", action="append", help="policy file or dir")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("privsepd helper: must be started as root (e.g. through sudo)", file=sys.stderr)
+        return 1
+    try:
+        sock = socket.socket(fileno=os.dup(0))
+    except OSError:
+        sock = None
+    if sock is None or sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        print("privsepd helper: standard input is not a Unix stream socket", file=sys.stderr)
+        return 2
+    peer = peer_credentials(sock)
+    try:
+        policy = load_policy(args.policy or DEFAULT_POLICY)
+        ((spec, table),) = build_contexts(policy, [args.context])
+        peers = PeerPolicy.from_spec(spec)
+        if (peers.uids or peers.gids) and not peers.allows(peer):
+            raise PolicyError(
+                f"peer uid {peer.uid} gid {peer.gid} is not allowed to use context {spec.name!r}"
+            )
+        from privsepd.context import Context
+
+        ctx = Context(spec.name)
+        ctx.apply_policy(policy)
+        helper_spec = HelperSpec(spec.name, ctx.scope(), ctx.limits, ctx.max_workers)
+    except PrivsepError as exc:
+        try:
+            sock.sendall(ServerProtocol(args.context).reject(str(exc)))
+        except OSError:
+            pass
+        print(f"privsepd helper: {exc}", file=sys.stderr)
+        return 2
+    audit = AuditLog.open(spec.audit)
+    served = ServedContext(
+        spec.name, sock, peers, helper_spec, table, audit, ctx._command_runner_factory
+    )
+    return serve_connection(served, sock, peer)
