@@ -340,14 +340,19 @@ def propose(records: Sequence[Record], exact: bool = False) -> Proposal:
     for rec in records:
         groups.setdefault(_group_key(rec.argv, exact), []).append(rec)
     counters: dict[str, int] = {}
+    used: set[str] = set()
     rules = []
     for recs in groups.values():
         argv0 = recs[0].argv[0]
         base = os.path.basename(argv0)
-        counters[base] = counters.get(base, 0) + 1
+        name = ""
+        while not name or name in used:
+            counters[base] = counters.get(base, 0) + 1
+            name = _rule_name(base, counters[base])
+        used.add(name)
         width = len(recs[0].argv)
         shapes = [generalise([r.argv[i] for r in recs]) for i in range(1, width)]
-        rules.append(Rule(_rule_name(base, counters[base]), argv0, shapes, recs))
+        rules.append(Rule(name, argv0, shapes, recs))
     return Proposal(rules)
 
 
@@ -362,9 +367,18 @@ def _resolve(argv0: str, exec_dirs: Sequence[str]) -> str | None:
 
 
 def _toml_str(s: str) -> str:
+    """A TOML string: literal '...' when possible, else an escaped basic string."""
     if "'" not in s and all(c.isprintable() for c in s):
         return f"'{s}'"
-    return json.dumps(s)
+    out = []
+    for c in s:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
 
 
 def _toml_value(v: object) -> str:
@@ -389,6 +403,7 @@ def _escape(s: str) -> str:
 def _example(rule: Rule) -> str:
     argv = rule.records[0].argv
     text = " ".join(argv)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -402,10 +417,21 @@ def render_toml(
     """The proposal as native [[command]] rules."""
     out = [header] if header else []
     for rule in proposal.rules:
-        exe = _resolve(rule.argv0, exec_dirs)
-        denied = sum(r.denied for r in rule.records)
         out.append("")
         out.append(f"# seen {len(rule.records)} time(s), e.g.: {_example(rule)}")
+        if (
+            "/" in rule.argv0
+            and os.path.normpath(rule.argv0) != rule.argv0
+            or ("/" in rule.argv0 and not rule.argv0.startswith("/"))
+        ):
+            out.append(
+                f"# SKIPPED {rule.name}: argv[0] {rule.argv0!r} is a relative or unnormalised "
+                "path; native rules match the program's name or its absolute path"
+            )
+            proposal.skipped.append(rule.name)
+            continue
+        exe = _resolve(rule.argv0, exec_dirs)
+        denied = sum(r.denied for r in rule.records)
         if denied:
             out.append(f"# REVIEW: {denied} of these were denied by the policy in force")
         for i, shape in enumerate(rule.shapes, 1):
@@ -434,7 +460,11 @@ def render_filters(proposal: Proposal, run_as: str, header: str = "") -> str:
         for shape in rule.shapes:
             cols.append(_escape(shape.literal) if shape.literal is not None else shape.regex)
         out.append(f"# seen {len(rule.records)} time(s), e.g.: {_example(rule)}")
-        bad = [c for c in cols if "," in c or c != c.strip() or not c or "\n" in c]
+        bad = [
+            c
+            for c in [rule.argv0, *cols]
+            if "," in c or c != c.strip() or not c or not c.isprintable()
+        ]
         if bad:
             out.append(
                 f"# SKIPPED {rule.name}: {bad[0]!r} cannot be written in a .filters column "

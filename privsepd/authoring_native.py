@@ -92,7 +92,17 @@ def lint_command(checker: Checker, cmd: Filter) -> None:
             attack.format(user=cmd.run_as, example=example),
             fix,
         )
-    constraints = [*getattr(cmd, "patterns", ()), rest]
+    patterns = getattr(cmd, "patterns", ())
+    if info is not None and info[0] == "kill" and any(not isinstance(p, str) for p in patterns):
+        checker.on(
+            cmd,
+            "unrestricted-program",
+            _downgrade("warning", cmd.run_as),
+            f"{base} with a free pid argument signals any process as {cmd.run_as}",
+            "stop other services, or init",
+            "use a rootwrap KillFilter naming the target's executable",
+        )
+    constraints = [*patterns, rest]
     for i, c in enumerate(constraints, 1):
         problem = None
         if isinstance(c, PathUnder):
