@@ -1,0 +1,284 @@
+"""End-to-end tests of the installed ``privsepd-rootwrap`` console script.
+
+Real processes as root: a root-owned config and filters in a root-owned
+0755 directory, the installed script, and the command reporting from inside
+itself (``/proc/self/status``) what it ran with. Exit codes and messages are
+compared with the real ``oslo-rootwrap`` on the same config.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+FILTERS = """
+[Filters]
+cat: CommandFilter, /bin/cat, root
+status_nobody: RegExpFilter, /usr/bin/tail, nobody, tail, -n, 60, /proc/self/status
+fds: RegExpFilter, /bin/ls, root, ls, /proc/self/fd
+true: CommandFilter, /bin/true, root
+missing: CommandFilter, /usr/bin/privsepd-no-such-binary, root
+sh: RegExpFilter, /bin/sh, root, sh, -c, kill -[0-9]+ \\$\\$
+env_echo: EnvFilter, env, root, GREETING=, /bin/sh
+"""
+
+
+def _script(name: str) -> str:
+    """The console script next to this interpreter (not a pyenv shim on PATH)."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    found = beside if os.access(beside, os.X_OK) else shutil.which(name)
+    assert found, f"{name} is not installed (pip install -e .[test])"
+    return found
+
+
+@pytest.fixture
+def conf(trusted_dir):
+    filters = trusted_dir / "filters.d"
+    filters.mkdir(mode=0o755)
+    (filters / "test.filters").write_text(textwrap.dedent(FILTERS))
+    path = trusted_dir / "rootwrap.conf"
+    path.write_text(
+        f"[DEFAULT]\nfilters_path={filters}\nexec_dirs=/bin,/usr/bin\nrlimit_nofile=512\n"
+    )
+    for p in (filters / "test.filters", path):
+        p.chmod(0o644)
+    return str(path)
+
+
+@pytest.fixture
+def cache_dir(trusted_dir):
+    return str(trusted_dir / "cache")
+
+
+def run(conf, *argv, tool="privsepd-rootwrap", env=None, options=()):
+    return subprocess.run(
+        [_script(tool), *options, conf, *argv], capture_output=True, env=env, timeout=60
+    )
+
+
+def status(out: bytes) -> dict[str, str]:
+    fields = dict(line.split(":", 1) for line in out.decode().splitlines() if ":" in line)
+    return {k: v.strip() for k, v in fields.items()}
+
+
+def test_allowed_command_runs_and_passes_stdout_through(root, conf):
+    result = run(conf, "cat", "/proc/self/status")
+    assert result.returncode == 0, result.stderr
+    assert status(result.stdout)["Name"] == "cat"
+
+
+def test_allowed_command_reads_stdin_of_the_shim(root, conf):
+    result = subprocess.run(
+        [_script("privsepd-rootwrap"), conf, "cat"], input=b"piped", capture_output=True
+    )
+    assert result.stdout == b"piped"
+
+
+def test_ini_root_rule_runs_as_root_with_full_capabilities_like_oslo(root, conf):
+    st = status(run(conf, "cat", "/proc/self/status").stdout)
+    assert st["Uid"].split() == ["0"] * 4
+    assert int(st["CapEff"], 16) == int(
+        status(open("/proc/self/status", "rb").read())["CapBnd"], 16
+    )
+
+
+def test_run_as_rule_sets_uid_gid_and_the_users_groups_and_drops_every_capability(root, conf):
+    result = run(conf, "tail", "-n", "60", "/proc/self/status")
+    assert result.returncode == 0, result.stderr
+    st = status(result.stdout)
+    groups = sorted(set(os.getgrouplist("nobody", 65534)))
+    assert st["Uid"].split() == ["65534"] * 4
+    assert st["Gid"].split() == ["65534"] * 4
+    assert st["Groups"].split() == [str(g) for g in groups]  # never root's groups
+    assert int(st["CapEff"], 16) == 0 and int(st["CapAmb"], 16) == 0
+
+
+def test_denied_command_exits_99_with_oslos_message(root, conf):
+    result = run(conf, "ls", "/root")
+    assert result.returncode == 99
+    assert result.stderr.decode().endswith(": Unauthorized command: ls /root (no filter matched)\n")
+    assert result.stdout == b""
+
+
+def test_missing_executable_exits_96_naming_the_filter(root, conf):
+    result = run(conf, "privsepd-no-such-binary")
+    assert result.returncode == 96
+    assert (
+        "Executable not found: /usr/bin/privsepd-no-such-binary (filter match = missing)"
+        in result.stderr.decode()
+    )
+
+
+def test_no_command_exits_98(root, conf):
+    result = subprocess.run([_script("privsepd-rootwrap"), conf], capture_output=True)
+    assert result.returncode == 98
+    assert result.stderr.decode().endswith(": No command specified\n")
+
+
+def test_missing_config_exits_97_and_names_the_cause(root, trusted_dir):
+    result = run(str(trusted_dir / "nope.conf"), "true")
+    assert result.returncode == 97
+    first, second = result.stderr.decode().splitlines()
+    assert first.endswith(f": Incorrect configuration file: {trusted_dir / 'nope.conf'}")
+    assert "No such file" in second
+
+
+def test_bad_option_value_exits_97_with_oslos_incorrect_value_line(root, conf):
+    with open(conf, "a") as f:
+        f.write("use_syslog=maybe\n")
+    result = run(conf, "true")
+    assert result.returncode == 97
+    assert f"Incorrect value in {conf}: Not a boolean: maybe" in result.stderr.decode()
+
+
+def test_signalled_command_exits_128_plus_signal(root, conf):
+    result = run(conf, "sh", "-c", "kill -15 $$")
+    assert result.returncode == 128 + 15
+
+
+def test_environment_is_sanitized_and_filter_additions_reach_the_command(root, conf):
+    env = dict(os.environ, LD_PRELOAD="/nonexistent.so", PYTHONPATH="/evil", LANG="C.UTF-8")
+    # EnvFilter: 'env GREETING=hi sh' runs /bin/sh with GREETING added
+    result = subprocess.run(
+        [_script("privsepd-rootwrap"), conf, "env", "GREETING=hi", "sh"],
+        input=b"env",
+        capture_output=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    got = dict(line.split("=", 1) for line in result.stdout.decode().splitlines() if "=" in line)
+    assert got["GREETING"] == "hi"
+    assert got["LANG"] == "C.UTF-8"
+    assert "LD_PRELOAD" not in got and "PYTHONPATH" not in got
+    assert got["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def test_rlimit_nofile_from_config_reaches_the_command(root, conf):
+    st = run(conf, "cat", "/proc/self/limits").stdout.decode()
+    line = next(x for x in st.splitlines() if x.startswith("Max open files"))
+    assert line.split()[3] == "512"
+
+
+def test_command_sees_only_stdio_descriptors(root, conf):
+    r, w = os.pipe()
+    os.dup2(r, 50, inheritable=True)
+    try:
+        result = subprocess.run(
+            [_script("privsepd-rootwrap"), conf, "ls", "/proc/self/fd"],
+            capture_output=True,
+            pass_fds=(50,),
+        )
+    finally:
+        for fd in (r, w, 50):
+            os.close(fd)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == [b"0", b"1", b"2", b"3"]  # 3: ls's own opendir
+
+
+def test_explain_prints_the_rule_and_runs_nothing(root, conf):
+    result = run(conf, "true", options=("--explain",))
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    assert "decision: allow" in text
+    assert "test.filters:" in text and " true (CommandFilter)" in text
+
+
+def test_explain_of_a_denied_command_exits_99_and_lists_candidates(root, conf):
+    result = run(conf, "sh", "-c", "id", options=("--explain",))
+    assert result.returncode == 99
+    assert "candidate" in result.stdout.decode() and "decision: deny" in result.stdout.decode()
+
+
+def test_cache_hit_gives_the_same_decisions_as_a_full_load(root, conf, cache_dir):
+    opts = ("--cache-dir", cache_dir)
+    for argv in (["true"], ["ls"], ["privsepd-no-such-binary"], ["sh", "-c", "kill -9 $$"]):
+        first = run(conf, *argv, options=opts)  # builds the cache
+        second = run(conf, *argv, options=opts)  # uses it
+        full = run(conf, *argv, options=("--no-cache",))
+        assert first.returncode == second.returncode == full.returncode
+        assert second.stderr == full.stderr
+    assert os.listdir(cache_dir)
+
+
+def test_cache_files_are_root_owned_and_private(root, conf, cache_dir):
+    run(conf, "true", options=("--cache-dir", cache_dir))
+    for name in os.listdir(cache_dir):
+        st = os.stat(os.path.join(cache_dir, name))
+        assert st.st_uid == 0 and st.st_mode & 0o077 == 0
+
+
+def test_cache_is_invalidated_when_a_filters_file_changes(root, conf, cache_dir):
+    opts = ("--cache-dir", cache_dir)
+    assert run(conf, "true", options=opts).returncode == 0
+    filters = os.path.join(os.path.dirname(conf), "filters.d", "test.filters")
+    text = open(filters).read().replace("true: CommandFilter, /bin/true, root\n", "")
+    with open(filters, "w") as f:
+        f.write(text)
+    assert run(conf, "true", options=opts).returncode == 99
+
+
+def test_group_writable_filters_file_is_refused_with_exit_97(root, conf):
+    filters = os.path.join(os.path.dirname(conf), "filters.d", "test.filters")
+    os.chmod(filters, 0o664)
+    result = run(conf, "true")
+    assert result.returncode == 97
+    assert "test.filters" in result.stderr.decode()
+
+
+NATIVE = """
+[[command]]
+name = "status-netadmin"
+exec = "/bin/cat"
+args = ["/proc/self/status"]
+capabilities = ["CAP_NET_ADMIN"]
+"""
+
+
+def test_native_rule_gets_exactly_its_capabilities_even_as_root(root, trusted_dir):
+    path = trusted_dir / "policy.toml"
+    path.write_text(NATIVE)
+    path.chmod(0o644)
+    result = run(str(path), "/bin/cat", "/proc/self/status")
+    assert result.returncode == 0, result.stderr
+    st = status(result.stdout)
+    assert st["Uid"].split() == ["0"] * 4
+    assert int(st["CapEff"], 16) == 1 << 12  # CAP_NET_ADMIN
+    assert int(st["CapAmb"], 16) == 1 << 12
+    assert int(st["CapBnd"], 16) == 1 << 12
+    assert st["NoNewPrivs"] == "1"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["true"],
+        ["ls", "/root"],
+        ["privsepd-no-such-binary"],
+        ["sh", "-c", "kill -9 $$"],
+        ["cat", "/dev/null"],
+        ["env", "GREETING=x", "sh", "-c", "true"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_exit_code_and_message_match_oslo_rootwrap(root, conf, argv):
+    ours = run(conf, *argv)
+    oslo = run(conf, *argv, tool="oslo-rootwrap")
+    assert ours.returncode == oslo.returncode
+    assert ours.stdout == oslo.stdout
+
+    def message(stderr: bytes) -> str:
+        return stderr.decode().partition(": ")[2]
+
+    assert message(ours.stderr) == message(oslo.stderr)
+
+
+def test_no_command_matches_oslo_rootwrap(root, conf):
+    ours = subprocess.run([_script("privsepd-rootwrap"), conf], capture_output=True)
+    oslo = subprocess.run([_script("oslo-rootwrap"), conf], capture_output=True)
+    assert ours.returncode == oslo.returncode == 98
+    assert ours.stderr.partition(b": ")[2] == oslo.stderr.partition(b": ")[2]
