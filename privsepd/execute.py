@@ -255,7 +255,7 @@ class CommandRunner:
                 raise DeniedError(f"invalid environment variable name or value: {name!r}")
         decision = self.decide(argv, env)
         if not decision.allowed:
-            raise DeniedError(f"command {list(argv)!r} denied: {decision.reason}")
+            raise DeniedError(f"command {list(decision.argv)!r} denied: {decision.reason}")
         plan = plan_for(
             decision,
             locale_from=env,

@@ -1,0 +1,251 @@
+"""``ctx.execute`` through a real scoped helper, and CommandRunner details.
+
+Each command reports from inside itself (``/proc/self/status``, ``env``)
+what it actually ran with.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+
+import pytest
+
+from privsepd import CallTimeout, DeniedError
+from privsepd.context import Context
+from privsepd.execute import CommandRunner, runner_factory
+from privsepd.policy.index import FilterIndex
+from privsepd.policy.loader import load_policy
+from privsepd.policy.rootwrap import parse_filters
+
+FILTERS = """
+[Filters]
+status: RegExpFilter, /bin/cat, root, cat, /proc/self/status
+status_nobody: RegExpFilter, /usr/bin/tail, nobody, tail, -n, 60, /proc/self/status
+cat: RegExpFilter, /bin/cat, root, cat
+env: RegExpFilter, /usr/bin/env, root, env
+sh: CommandFilter, /bin/sh, root
+true: CommandFilter, /bin/true, root
+"""
+
+
+def ini_index(text: str = FILTERS) -> FilterIndex:
+    return FilterIndex(parse_filters(textwrap.dedent(text), "test.filters"), ["/bin", "/usr/bin"])
+
+
+def status(out: bytes) -> dict[str, str]:
+    lines = out.decode().splitlines()
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)}
+
+
+@pytest.fixture
+def root_ctx(root):
+    """A stay_root helper with no capabilities, running INI rules."""
+    ctx = Context("t-exec-root", stay_root=True, command_runner=runner_factory(ini_index()))
+    yield ctx
+    ctx.stop()
+
+
+@pytest.fixture
+def setuid_ctx(root):
+    """A helper as nobody that may switch users (CAP_SETUID/SETGID) for commands."""
+    ctx = Context(
+        "t-exec-setuid",
+        ["CAP_SETUID", "CAP_SETGID"],
+        command_runner=runner_factory(ini_index()),
+    )
+    yield ctx
+    ctx.stop()
+
+
+def test_allowed_command_returns_rc_stdout_stderr(root_ctx):
+    rc, out, err = root_ctx.execute(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (rc, out, err) == (3, b"out\n", b"err\n")
+
+
+def test_input_is_the_commands_stdin(root_ctx):
+    assert root_ctx.execute(["cat"], input=b"hello") == (0, b"hello", b"")
+
+
+def test_denied_command_raises_denied_error_with_the_reason(root_ctx):
+    with pytest.raises(DeniedError, match=r"\['ls', '/root'\] denied: no filter matched"):
+        root_ctx.execute(["ls", "/root"])
+
+
+def test_denial_names_the_refused_rule_for_a_deviation(root_ctx):
+    with pytest.raises(DeniedError, match="regex-anchor"):
+        root_ctx.execute(["cat", "/proc/self/status\n"])
+
+
+def test_killed_command_returns_minus_the_signal(root_ctx):
+    rc, _, _ = root_ctx.execute(["sh", "-c", "kill -9 $$"])
+    assert rc == -9
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_timeout_kills_the_whole_process_group(root_ctx, trusted_dir):
+    pids = trusted_dir / "pids"
+    script = f"sleep 100 & echo $$ $! > {pids}; sleep 100"
+    with pytest.raises(CallTimeout, match="process group"):
+        root_ctx.execute(["sh", "-c", script], timeout=1.0)
+    shell, background = (int(p) for p in pids.read_text().split())
+    for _ in range(500):  # SIGKILL is asynchronous: let the kernel finish the job
+        if not (_alive(shell) or _alive(background)):
+            break
+        time.sleep(0.01)
+    assert not _alive(shell) and not _alive(background)
+
+
+def test_helper_environment_never_reaches_the_command(root):
+    os.environ["LD_PRELOAD"] = "/nonexistent-privsepd.so"
+    os.environ["PYTHONPATH"] = "/evil"
+    try:
+        ctx = Context("t-exec-env", stay_root=True, command_runner=runner_factory(ini_index()))
+        try:
+            rc, out, err = ctx.execute(["env"])
+        finally:
+            ctx.stop()
+    finally:
+        del os.environ["LD_PRELOAD"], os.environ["PYTHONPATH"]
+    names = {line.split("=", 1)[0] for line in out.decode().splitlines()}
+    assert rc == 0, err
+    assert names == {"PATH", "HOME", "USER", "LOGNAME"}
+
+
+def test_caller_env_outside_the_locale_is_judged_as_env_prefix_and_denied(root_ctx):
+    with pytest.raises(DeniedError, match=r"\['env', 'LD_PRELOAD=/x.so', 'true'\]"):
+        root_ctx.execute(["true"], env={"LD_PRELOAD": "/x.so"})
+
+
+def test_caller_locale_reaches_the_command(root_ctx):
+    _, out, _ = root_ctx.execute(["env"], env={"LC_ALL": "C"})
+    assert b"LC_ALL=C\n" in out
+
+
+def test_ini_rule_command_gets_no_capability_by_default(root_ctx):
+    st = status(root_ctx.execute(["cat", "/proc/self/status"])[1])
+    assert st["Uid"].split() == ["0"] * 4
+    assert int(st["CapEff"], 16) == int(st["CapAmb"], 16) == int(st["CapPrm"], 16) == 0
+
+
+def test_ini_capabilities_opt_in_grants_them_as_ambient(root):
+    factory = runner_factory(ini_index(), ini_capabilities=["CAP_NET_ADMIN"])
+    ctx = Context("t-exec-inicaps", ["CAP_NET_ADMIN"], stay_root=True, command_runner=factory)
+    try:
+        st = status(ctx.execute(["cat", "/proc/self/status"])[1])
+    finally:
+        ctx.stop()
+    assert int(st["CapEff"], 16) == int(st["CapAmb"], 16) == 1 << 12
+
+
+def test_run_as_rule_runs_with_the_users_uid_gid_and_groups(setuid_ctx):
+    rc, out, err = setuid_ctx.execute(["tail", "-n", "60", "/proc/self/status"])
+    assert rc == 0, err
+    st = status(out)
+    assert st["Uid"].split() == ["65534"] * 4
+    assert st["Gid"].split() == ["65534"] * 4
+    groups = sorted(set(os.getgrouplist("nobody", 65534)))
+    assert st["Groups"].split() == [str(g) for g in groups]
+    assert int(st["CapEff"], 16) == 0
+
+
+def test_root_rule_from_a_helper_without_setuid_is_denied_with_the_reason(root):
+    ctx = Context("t-exec-nosetuid", command_runner=runner_factory(ini_index()))
+    try:
+        with pytest.raises(DeniedError, match="without CAP_SETUID and CAP_SETGID"):
+            ctx.execute(["true"])
+    finally:
+        ctx.stop()
+
+
+NATIVE = """
+[context.t-exec-native]
+capabilities = ["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SETUID", "CAP_SETGID"]
+
+[[command]]
+name = "status"
+context = "t-exec-native"
+exec = "/bin/cat"
+args = ["/proc/self/status"]
+capabilities = ["CAP_NET_RAW"]
+
+[[command]]
+name = "too-much"
+context = "t-exec-native"
+exec = "/usr/bin/tail"
+args = ["/proc/self/status"]
+capabilities = ["CAP_SYS_ADMIN"]
+"""
+
+
+@pytest.fixture
+def native_ctx(trusted_dir):
+    path = trusted_dir / "policy.toml"
+    path.write_text(NATIVE)
+    path.chmod(0o644)
+    ctx = Context("t-exec-native")
+    ctx.apply_policy(load_policy([str(path)]))
+    yield ctx
+    ctx.stop()
+
+
+def test_native_rule_command_gets_exactly_its_capabilities(native_ctx):
+    rc, out, err = native_ctx.execute(["/bin/cat", "/proc/self/status"])
+    assert rc == 0, err
+    st = status(out)
+    assert int(st["CapEff"], 16) == 1 << 13  # CAP_NET_RAW only, not the context's others
+    assert int(st["CapAmb"], 16) == 1 << 13
+
+
+def test_native_rule_granting_a_capability_the_context_lacks_is_denied(native_ctx):
+    with pytest.raises(DeniedError, match="CAP_SYS_ADMIN"):
+        native_ctx.execute(["/usr/bin/tail", "/proc/self/status"])
+
+
+def test_native_command_outside_the_context_rules_is_denied(native_ctx):
+    with pytest.raises(DeniedError, match="no filter matched"):
+        native_ctx.execute(["/bin/true"])
+
+
+def test_output_beyond_the_limit_kills_the_command_with_efbig(root):
+    runner = CommandRunner(ini_index(), max_output=1000)
+    with pytest.raises(OSError, match="more than 1000 bytes") as info:
+        runner.run(["sh", "-c", "yes | head -c 5000"])
+    assert info.value.errno == 27  # EFBIG
+
+
+def test_unknown_execute_option_is_refused(root):
+    runner = CommandRunner(ini_index())
+    with pytest.raises(ValueError, match="cwd"):
+        runner(["true"], {"cwd": "/tmp"})
+
+
+def test_every_decision_is_audited_with_rule_and_rc(root, trusted_dir):
+    from privsepd.audit import AuditLog
+
+    log = trusted_dir / "audit.jsonl"
+    runner = CommandRunner(ini_index(), audit=AuditLog.open(str(log)), context="t")
+    runner.run(["true"])
+    with pytest.raises(DeniedError):
+        runner.run(["ls"])
+    import json
+
+    allow, deny = (json.loads(line) for line in log.read_text().splitlines())
+    assert allow["decision"] == "allow" and allow["rc"] == 0
+    assert allow["rule"].startswith("test.filters:") and allow["rule"].endswith("(true)")
+    assert deny["decision"] == "deny" and "no filter matched" in deny["error"]
+
+
+def test_command_runs_in_its_own_session(root_ctx):
+    _, out, _ = root_ctx.execute(["sh", "-c", "cat /proc/$$/stat"])
+    fields = out.decode().rsplit(")", 1)[1].split()
+    pid, pgrp, session = int(out.split()[0]), int(fields[2]), int(fields[3])
+    assert pid == pgrp == session
