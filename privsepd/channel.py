@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import select
 import socket
 import threading
 import time
@@ -87,9 +88,9 @@ class ClientChannel:
         self._mutex = threading.Lock()
         self._waiters: dict[int, _Waiter] = {}
         self._reading = False
+        self._reader: _Waiter | None = None
         self._failure: PrivsepError | None = None
         self._ids = itertools.count(1)
-        self._timeout: float | None = None
 
     @property
     def failure(self) -> PrivsepError | None:
@@ -117,13 +118,19 @@ class ClientChannel:
                     continue
                 if not data:
                     raise HelperDiedError("helper closed the channel during the handshake")
+                welcome = False
                 for event in self._proto.receive_data(data):
                     if isinstance(event, LogRecord):
                         self._emit_log(event)
                     elif isinstance(event, Welcome):
-                        return
+                        welcome = True
                     else:
                         raise ProtocolError("helper sent a reply before the welcome")
+                if welcome:
+                    # From here on every wait is an explicit poll with the
+                    # caller's own deadline; the socket itself never blocks.
+                    self._sock.setblocking(False)
+                    return
         except OSError as exc:
             raise HelperDiedError(f"channel failed during the handshake: {exc}") from None
         except PrivsepError as exc:
@@ -145,25 +152,41 @@ class ClientChannel:
             lead = not self._reading
             if lead:
                 self._reading = True
+                self._reader = waiter
         try:
-            self._send(data)
-        except OSError as exc:
-            words = self._last_words(lead)
-            self._fail(words or HelperDiedError(f"cannot send to helper: {exc}"))
-            raise _fresh(self._failure) from None
-        if lead:
-            reply = self._lead(rid, deadline, timeout)
-        else:
-            reply = self._follow(rid, waiter, deadline, timeout)
+            try:
+                self._send(data, deadline, timeout)
+            except OSError as exc:
+                words = self._last_words(lead)
+                self._fail(words or HelperDiedError(f"cannot send to helper: {exc}"))
+                raise _fresh(self._failure) from None
+            if lead:
+                reply = self._lead(rid, deadline, timeout)
+            else:
+                reply = self._follow(rid, waiter, deadline, timeout)
+        except BaseException:
+            # Whatever stopped this caller (a timeout, a signal handler's
+            # exception, KeyboardInterrupt) must not leave it registered or
+            # holding the reader role: the others would wait for nobody.
+            self._abandon(rid, waiter)
+            raise
         if reply.ok:
             return reply.result
         raise exception_from_wire(*reply.error)
 
-    def _send(self, data: bytes) -> None:
+    def _abandon(self, rid: int, waiter: _Waiter) -> None:
+        with self._mutex:
+            self._waiters.pop(rid, None)
+            if self._reader is waiter:
+                self._hand_over()
+
+    def _send(self, data: bytes, deadline: float, timeout: float) -> None:
         """Write a request; requests queued meanwhile by other threads go along.
 
         The thread that finds no write in progress writes everything queued,
-        so eight callers cost a few writes, not eight lock hand-offs.
+        so eight callers cost a few writes, not eight lock hand-offs. A
+        write that cannot finish by the writer's deadline leaves the rest
+        queued (the byte stream stays whole) and raises CallTimeout.
         """
         with self._out_lock:
             self._out.append(data)
@@ -178,12 +201,35 @@ class ClientChannel:
                         return
                     chunk = b"".join(self._out) if len(self._out) > 1 else self._out[0]
                     self._out.clear()
-                self._sock.sendall(chunk)
+                rest = self._write(chunk, deadline)
+                if rest:
+                    with self._out_lock:
+                        self._out.insert(0, rest)
+                        self._flushing = False
+                    raise CallTimeout(f"helper did not accept the request within {timeout:g}s")
+        except CallTimeout:
+            raise
         except BaseException:
             with self._out_lock:
                 self._out.clear()
                 self._flushing = False
             raise
+
+    def _write(self, chunk: bytes, deadline: float) -> bytes:
+        """Write ``chunk`` until done or ``deadline``; return what is left."""
+        view = memoryview(chunk)
+        sock = self._sock
+        while view:
+            try:
+                view = view[sock.send(view) :]
+                continue
+            except BlockingIOError:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return view.tobytes()
+            _wait(sock, select.POLLOUT, remaining)
+        return b""
 
     def _follow(self, rid: int, waiter: _Waiter, deadline: float, timeout: float) -> Reply:
         """Wait until the reader hands us our reply or the reader role."""
@@ -208,15 +254,11 @@ class ClientChannel:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError
-                if self._timeout is None or remaining < self._timeout:
-                    # Only shorten the socket timeout: setting it on every
-                    # call costs syscalls; an early wake-up just loops.
-                    sock.settimeout(remaining)
-                    self._timeout = remaining
+                if not _wait(sock, select.POLLIN, remaining):
+                    continue
                 try:
                     data = sock.recv(RECV_SIZE)
-                except TimeoutError:
-                    self._timeout = None
+                except BlockingIOError:
                     continue
                 if not data:
                     raise HelperDiedError(self._lost_message("helper closed the channel"))
@@ -262,13 +304,14 @@ class ClientChannel:
 
     def _hand_over(self) -> None:
         """Give the reader role to one waiting caller (mutex held)."""
-        self._timeout = None
         for waiter in self._waiters.values():
             if not waiter.woken:
                 waiter.lead = True
+                self._reader = waiter
                 waiter.wake()
                 return
         self._reading = False
+        self._reader = None
 
     def _last_words(self, lead: bool) -> PrivsepError | None:
         """After a failed send: did the helper say why it hung up?
@@ -284,14 +327,14 @@ class ClientChannel:
                     return None
                 self._reading = True
         try:
-            self._sock.settimeout(0.1)
-            while True:
+            while _wait(self._sock, select.POLLIN, 0.1):
                 data = self._sock.recv(RECV_SIZE)
                 if not data:
                     return None
                 for event in self._proto.receive_data(data):
                     if isinstance(event, Reply) and event.id == 0 and not event.ok:
                         return ProtocolError(f"helper closed the channel: {event.error[1]}")
+            return None
         except (OSError, PrivsepError):
             return None
 
@@ -304,6 +347,7 @@ class ClientChannel:
             if self._failure is None:
                 self._failure = exc
             self._reading = False
+            self._reader = None
             for waiter in self._waiters.values():
                 waiter.wake()
             self._waiters.clear()
@@ -320,6 +364,13 @@ class ClientChannel:
         self._sock.close()
 
 
+def _wait(sock: socket.socket, events: int, timeout: float) -> bool:
+    """Poll one socket; True when it is ready (or in error: the I/O will say)."""
+    poller = select.poll()
+    poller.register(sock, events)
+    return bool(poller.poll(max(0, int(timeout * 1000) + 1)))
+
+
 def _fresh(exc: PrivsepError) -> PrivsepError:
     """A new exception of the same type, so tracebacks do not pile up."""
     new = type(exc).__new__(type(exc))
@@ -329,12 +380,15 @@ def _fresh(exc: PrivsepError) -> PrivsepError:
 
 # ------------------------------------------------------------------ server
 
-# A call running longer than this loses the reader role to another worker.
+# A call running longer than this loses the reader role to another worker,
+# and replies held for a batch are sent without waiting for the batch.
 SLOW_CALL = 0.001
 # The watcher parks itself after this long without calls.
 WATCH_IDLE = 0.05
 # Extra workers exit after waiting this long with nothing to do.
 WORKER_IDLE = 1.0
+# A client must complete the handshake within this many seconds.
+HANDSHAKE_TIMEOUT = 10.0
 
 
 class HelperServer:
@@ -347,14 +401,17 @@ class HelperServer:
         dispatch: Callable[[Request], tuple[bool, Any]],
         max_workers: int = 8,
         on_violation: Callable[[str], None] | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         self._sock = sock
         self._proto = protocol
         self._dispatch = dispatch
         self._max_workers = max(1, max_workers)
         self._on_violation = on_violation
+        self._handshake_timeout = handshake_timeout
         self._cond = threading.Condition(threading.Lock())
         self._backlog: collections.deque[Request] = collections.deque()
+        self._held: list[bytes] = []  # replies of the current batch, not yet sent
         self._reader: int | None = None  # ident of the worker holding the role
         self._busy_since: float | None = None  # reader's call start, if running
         self._last_call = 0.0
@@ -392,11 +449,19 @@ class HelperServer:
                     self._flushing = False
                 return
 
+    def _release_held(self) -> None:
+        """Send the replies held for a batch (call with the cond held)."""
+        if self._held:
+            frames, self._held = self._held, []
+            self.send(b"".join(frames))
+
     # -- serving -------------------------------------------------------------
 
     def serve_forever(self) -> None:
         """Handshake, then serve until the client goes away or misbehaves."""
-        self._sock.settimeout(None)
+        # A peer that connects and says nothing must not hold a helper
+        # forever (daemon mode forks one per connection).
+        self._sock.settimeout(self._handshake_timeout)
         with self._cond:
             self._workers = 1
         self._work()
@@ -405,32 +470,29 @@ class HelperServer:
 
     def _work(self) -> None:
         me = threading.get_ident()
-        pending: list[bytes] = []
-        while not self._closed.is_set():
-            request = self._take(me)
-            if request is None:
-                break
-            ok, payload = self._dispatch(request)
-            pending.append(self._reply_frame(request, ok, payload))
+        try:
+            while not self._closed.is_set():
+                request = self._take(me)
+                if request is None:
+                    break
+                ok, payload = self._dispatch(request)
+                frame = self._reply_frame(request, ok, payload)
+                with self._cond:
+                    if self._reader == me:
+                        self._busy_since = None
+                        if self._backlog:
+                            # More of this batch to run: one write for all.
+                            self._held.append(frame)
+                            continue
+                    self._held.append(frame)
+                    self._release_held()
+        finally:
             with self._cond:
-                more = self._reader == me and bool(self._backlog)
-                slow = self._busy_since is not None and (
-                    time.monotonic() - self._busy_since >= SLOW_CALL
-                )
+                self._workers -= 1
                 if self._reader == me:
-                    self._busy_since = None
-            # Replies to one batch of requests go out in one write, unless
-            # the batch is slow: then each reply leaves as soon as it exists.
-            if not more or slow:
-                self.send(b"".join(pending) if len(pending) > 1 else pending[0])
-                pending.clear()
-        if pending:
-            self.send(b"".join(pending))
-        with self._cond:
-            self._workers -= 1
-            if self._reader == me:
-                self._reader = None
-            self._cond.notify_all()
+                    self._reader = None
+                    self._release_held()
+                self._cond.notify_all()
 
     def _take(self, me: int) -> Request | None:
         """The next request for this worker: from the backlog or the socket."""
@@ -446,12 +508,15 @@ class HelperServer:
                     return self._backlog.popleft()
                 if self._reader is None or self._reader == me:
                     self._reader = me
+                    # About to block reading: nothing may stay held.
+                    self._release_held()
                     break
                 self._idle += 1
                 woke = self._cond.wait(WORKER_IDLE)
                 self._idle -= 1
                 if not woke and self._workers > 1 and self._reader is not None:
-                    return None  # surplus worker retires
+                    if not self._backlog:
+                        return None  # surplus worker retires
         requests = self._read()
         with self._cond:
             if not requests:
@@ -459,12 +524,11 @@ class HelperServer:
                 self._cond.notify_all()
                 return None
             if self._reader != me:
-                # The watcher moved the role while we read (cannot happen with
-                # no call running, but stay correct): queue everything.
+                # The role moved while we read (only possible if a call was
+                # marked busy): queue everything for whoever runs next.
                 self._backlog.extend(requests)
-                self._cond.notify()
+                self._cond.notify(len(requests))
                 return None if self._closed.is_set() else self._backlog.popleft()
-            first = requests[0]
             if len(requests) > 1:
                 # The reader runs the rest too (most calls are short); the
                 # watcher brings in other workers if one of them is slow.
@@ -474,13 +538,18 @@ class HelperServer:
             self._last_call = now
             if not self._watch.is_set():
                 self._start_watch()
-            return first
+            return requests[0]
 
     def _read(self) -> list[Request]:
         """Read until at least one request is complete (reader role held)."""
+        from privsepd.protocol import State
+
         while True:
             try:
                 data = self._sock.recv(RECV_SIZE)
+            except TimeoutError:
+                self._violation(f"no handshake within {self._handshake_timeout:g}s")
+                return []
             except OSError:
                 data = b""
             if not data:
@@ -491,6 +560,8 @@ class HelperServer:
             except ProtocolError as exc:
                 self._violation(str(exc))
                 return []
+            if self._proto.state is State.READY and self._sock.gettimeout() is not None:
+                self._sock.settimeout(None)
             out = self._proto.take_output()
             if out:
                 self.send(out)
@@ -517,19 +588,21 @@ class HelperServer:
             self._watcher.start()
 
     def _watch_loop(self) -> None:
-        """Free the reader role from a worker stuck in a slow call."""
+        """Free the reader role, and held replies, from a worker in a slow call."""
         while not self._closed.is_set():
             self._watch.wait()
             time.sleep(SLOW_CALL)
             with self._cond:
                 now = time.monotonic()
                 busy = self._busy_since
-                if busy is not None and now - busy >= SLOW_CALL and self._reader is not None:
-                    self._reader = None
-                    self._busy_since = None
+                if busy is not None and now - busy >= SLOW_CALL:
+                    self._release_held()
+                    if self._reader is not None:
+                        self._reader = None
+                        self._busy_since = None
                 # Someone must read the socket and someone must run each
-                # queued request; idle workers pick those up by themselves.
-                need = (self._reader is None) + len(self._backlog) - self._idle
+                # queued request: wake idle workers first, then start more.
+                need = (self._reader is None) + len(self._backlog)
                 if need > 0:
                     self._summon(need)
                 elif busy is None and now - self._last_call > WATCH_IDLE:

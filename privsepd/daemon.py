@@ -33,6 +33,9 @@ from privsepd.protocol import ServerProtocol
 log = logging.getLogger("privsepd.daemon")
 
 SOCKET_DIR = "/run/privsepd"
+# Each connection costs a forked helper: bound what one peer (and all) can hold.
+MAX_HELPERS_PER_UID = 32
+MAX_HELPERS = 512
 DEFAULT_POLICY = ["/etc/privsepd/policy.toml", "/etc/privsepd/policy.d"]
 _PEERCRED = struct.Struct("3i")
 
@@ -143,7 +146,7 @@ class Daemon:
 
         self.socket_dir = socket_dir
         self.served: list[ServedContext] = []
-        self.children: set[int] = set()
+        self.children: dict[int, int] = {}  # helper pid -> peer uid
         os.makedirs(socket_dir, mode=0o755, exist_ok=True)
         for spec, table in build_contexts(policy, contexts):
             ctx = Context(spec.name)
@@ -185,11 +188,18 @@ class Daemon:
         except OSError:
             return
         peer = peer_credentials(conn)
+        self._reap()
+        reason = None
         if not served.peers.allows(peer):
             reason = (
                 f"peer uid {peer.uid} gid {peer.gid} (pid {peer.pid}) "
                 f"is not allowed to use context {served.name!r}"
             )
+        elif sum(1 for uid in self.children.values() if uid == peer.uid) >= MAX_HELPERS_PER_UID:
+            reason = f"peer uid {peer.uid} already has {MAX_HELPERS_PER_UID} helpers"
+        elif len(self.children) >= MAX_HELPERS:
+            reason = f"daemon already runs {MAX_HELPERS} helpers"
+        if reason is not None:
             served.audit.record(
                 context=served.name, decision="deny", op="connect", error=reason, **_peer(peer)
             )
@@ -209,7 +219,7 @@ class Daemon:
             finally:
                 os._exit(status)
         conn.close()
-        self.children.add(pid)
+        self.children[pid] = peer.uid
         served.audit.record(context=served.name, decision="connect", helper_pid=pid, **_peer(peer))
 
     def _reap(self) -> None:
@@ -219,7 +229,7 @@ class Daemon:
             except ChildProcessError:
                 done = pid
             if done:
-                self.children.discard(pid)
+                self.children.pop(pid, None)
 
 
 def serve_connection(served: ServedContext, conn: socket.socket, peer: PeerCredentials) -> int:

@@ -14,8 +14,10 @@ class PrivsepError(Exception):
 class ProtocolError(PrivsepError):
     """A frame broke the channel protocol (malformed, oversize, wrong version).
 
-    The connection that produced it is closed: after a protocol error neither
-    side can trust the byte stream any more.
+    Received from the peer, it closes the connection: after that neither side
+    can trust the byte stream. Raised while *encoding* a request (a value
+    that cannot cross, a frame over the limit), nothing was sent and the
+    connection stays usable.
     """
 
 
@@ -131,12 +133,21 @@ _PRIVSEPD_ALLOWED: dict[str, type[PrivsepError]] = {
 }
 
 
+_STRUCTURED_FIELDS: dict[type, tuple[str, ...]] = {
+    ConstraintError: ("argument", "rule"),
+    PolicyError: ("path", "line", "reason"),
+}
+
+
 def exception_to_wire(exc: BaseException) -> tuple[str, str, int | None]:
     """Describe an exception as (type name, message, errno) for the channel.
 
     Only the name travels, never the class: the receiving side maps it back
     through a fixed allowlist, so no peer can make the other import anything.
     """
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        # str(KeyError('k')) is "'k'": send the key's text, not its repr.
+        return "KeyError", str(exc.args[0]), None
     if isinstance(exc, OSError) and not isinstance(exc, PrivsepError):
         message = exc.strerror or str(exc)
         if exc.filename is not None:
@@ -151,6 +162,12 @@ def exception_from_wire(type_name: str, message: str, errno: int | None) -> Exce
     if cls is not None:
         exc = cls.__new__(cls)
         Exception.__init__(exc, message)
+        # Structured fields do not cross; keep the attributes defined so
+        # that code reading them gets None rather than AttributeError.
+        for attr in _STRUCTURED_FIELDS.get(cls, ()):
+            setattr(exc, attr, None)
+        if cls is PolicyError:
+            exc.reason = message
         return exc
     builtin = _BUILTIN_ALLOWED.get(type_name)
     if builtin is None:

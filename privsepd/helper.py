@@ -123,7 +123,11 @@ class Monitor:
                 raise DeniedError(f"unknown operation {request.op!r}")
             result = operation(request)
             check_value(result)
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # sys.exit() or argparse in an entrypoint must not kill the
+                # worker thread (the caller would wait for a reply forever).
+                exc = RuntimeError(f"entrypoint raised {type(exc).__name__}: {exc}")
             denied = isinstance(exc, DeniedError)
             self._record(request, "deny" if denied else "error", start, exc)
             if not isinstance(exc, PrivsepError) and not denied:
@@ -138,8 +142,8 @@ class Monitor:
             "context": self.context,
             "decision": decision,
             "op": request.op,
-            "name": request.name,
-            "args": summarize(request.args),
+            "name": request.args[0] if request.op == OP_EXEC and request.args else request.name,
+            "args": summarize([request.args, request.kwargs] if request.kwargs else request.args),
             "duration_ms": round((time.monotonic() - start) * 1000, 3),
             **self._peer,
         }

@@ -55,6 +55,9 @@ class Limits:
     max_frame: int = 4 * 1024 * 1024
     max_depth: int = 32
     max_container: int = 65536
+    # Containers per message: a 4 MiB frame of one-byte empty maps would
+    # otherwise decode to four million dicts (~260 MiB).
+    max_containers_total: int = 100_000
 
 
 DEFAULT_LIMITS = Limits()
@@ -163,9 +166,23 @@ class FrameDecoder:
 
     def _decode(self, payload: bytes) -> Any:
         limits = self.limits
+        budget = limits.max_containers_total
+        count = 0
+
+        def count_container(obj: Any) -> Any:
+            # Called by msgpack as each array/map is built: the budget stops
+            # decoding long before a hostile frame has been materialized.
+            nonlocal count
+            count += 1
+            if count > budget:
+                raise ProtocolError(f"message has more than {budget} arrays/maps")
+            return obj
+
         try:
             value = msgpack.unpackb(
                 payload,
+                object_hook=count_container,
+                list_hook=count_container,
                 raw=False,
                 use_list=True,
                 strict_map_key=False,

@@ -192,3 +192,99 @@ def test_client_refuses_to_send_an_oversize_frame_and_stays_usable():
     with pytest.raises(ProtocolError, match="exceeds limit"):
         p.channel.call("call", "echo", [b"x" * 4096], {}, timeout=5)
     assert p.channel.call("call", "echo", [1], {}, timeout=5) == [1]
+
+
+def server_with(dispatch_fn, **kwargs):
+    client_sock, server_sock = socket.socketpair()
+    server = HelperServer(server_sock, ServerProtocol("t"), dispatch_fn, **kwargs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return client_sock, server_sock, server
+
+
+def test_caller_interrupted_while_reading_does_not_strand_the_others(pair):
+    import signal
+
+    class Interrupt(Exception):
+        pass
+
+    def boom(*_):
+        raise Interrupt
+
+    old = signal.signal(signal.SIGALRM, boom)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(Interrupt):
+            pair.channel.call("call", "sleep", [0.3], {}, timeout=5)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    start = time.monotonic()
+    assert pair.channel.call("call", "echo", ["after"], {}, timeout=5) == ["after"]
+    assert time.monotonic() - start < 1.0
+
+
+def test_fast_reply_is_not_held_behind_a_slow_call_of_the_same_batch():
+    client_sock, server_sock, _ = server_with(dispatch)
+    proto = ClientProtocol("t")
+    client_sock.sendall(proto.hello())
+    client_sock.settimeout(5)
+    proto.receive_data(client_sock.recv(4096))
+    batch = proto.request(1, "call", "echo", ["fast"], {}) + proto.request(
+        2, "call", "sleep", [1.0], {}
+    )
+    start = time.monotonic()
+    client_sock.sendall(batch)
+    events = []
+    while not any(getattr(e, "id", None) == 1 for e in events):
+        events += proto.receive_data(client_sock.recv(4096))
+    assert time.monotonic() - start < 0.5
+    client_sock.close()
+    server_sock.close()
+
+
+def test_short_send_timeout_raises_call_timeout_and_leaves_the_channel_usable(pair):
+    busy = threading.Thread(
+        target=lambda: pair.channel.call("call", "sleep", [0.6], {}, timeout=5), daemon=True
+    )
+    busy.start()
+    time.sleep(0.05)
+    big = [b"x" * (3 * 1024 * 1024)]
+    start = time.monotonic()
+    try:
+        pair.channel.call("call", "echo", big, {}, timeout=0.2)
+    except CallTimeout:
+        pass
+    assert time.monotonic() - start < 1.0
+    assert pair.channel.failure is None
+    assert pair.channel.call("call", "echo", [1], {}, timeout=5) == [1]
+    busy.join()
+
+
+def test_idle_workers_take_over_reading_from_a_slow_call(pair):
+    # Grow the pool, let it go idle, then check a fast call is not stuck
+    # behind a slow one on a single reader.
+    threads = [
+        threading.Thread(target=lambda: pair.channel.call("call", "sleep", [0.05], {}, timeout=5))
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    slow = threading.Thread(target=lambda: pair.channel.call("call", "sleep", [2], {}, timeout=5))
+    slow.start()
+    time.sleep(0.05)
+    start = time.monotonic()
+    assert pair.channel.call("call", "echo", ["quick"], {}, timeout=5) == ["quick"]
+    assert time.monotonic() - start < 0.3
+    slow.join()
+
+
+def test_client_that_never_says_hello_is_disconnected_with_a_reason():
+    client_sock, server_sock, server = server_with(dispatch, handshake_timeout=0.2)
+    client_sock.settimeout(5)
+    data = client_sock.recv(4096)
+    assert b"no handshake within 0.2s" in data
+    assert server.closed.wait(2)
+    client_sock.close()
+    server_sock.close()

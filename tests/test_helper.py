@@ -416,3 +416,21 @@ def test_helper_that_cannot_scope_refuses_to_serve_with_the_reason():
     with pytest.raises(HandshakeError, match="refused to serve: .*'/nonexistent-privsepd'"):
         bad.start()
     bad.stop()
+
+
+@net.entrypoint
+def exits() -> None:
+    raise SystemExit(3)
+
+
+def test_entrypoint_that_exits_is_an_error_reply_and_the_helper_keeps_serving():
+    for _ in range(10):
+        with pytest.raises(RuntimeError, match="entrypoint raised SystemExit: 3"):
+            exits()
+    slow = threading.Thread(target=lambda: sleep(1.0))
+    slow.start()
+    time.sleep(0.05)
+    start = time.monotonic()
+    assert echo("still here") == ["still here"]
+    assert time.monotonic() - start < 0.5
+    slow.join()

@@ -285,3 +285,10 @@ def test_fuzz_server_request_decoding_never_raises_other_errors(value):
         server.receive_data(encode_frame([1, "call", "f", [value], {"k": value}]))
     except ProtocolError:
         pass
+
+
+def test_container_budget_stops_a_frame_of_many_empty_maps():
+    inner = b"\xdd" + struct.pack(">I", 60000) + b"\x80" * 60000
+    payload = b"\xdd" + struct.pack(">I", 4) + inner * 4
+    with pytest.raises(ProtocolError, match="more than 100000 arrays/maps"):
+        FrameDecoder().feed(struct.pack(">I", len(payload)) + payload)
