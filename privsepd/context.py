@@ -8,6 +8,7 @@ calls travel to the helper, are checked there, and run there.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import queue
@@ -217,7 +218,7 @@ class Context:
         def monitor_factory() -> Monitor:
             global _in_helper
             _in_helper = True
-            runner = runner_factory() if runner_factory is not None else None
+            runner = make_runner(runner_factory, audit)
             return Monitor(name, entrypoints, runner, audit)
 
         self._started_once = True
@@ -424,13 +425,25 @@ class _Both:
         return " and ".join(c.describe() for c in self._checks)
 
 
-def _policy_runner(index: Any, context: str) -> Callable[[], Callable[[list, dict], Any]]:
-    def factory() -> Callable[[list, dict], Any]:
-        from privsepd.execute import runner_factory
+def _policy_runner(index: Any, context: str) -> Callable[[AuditLog], Callable[[list, dict], Any]]:
+    def factory(audit: AuditLog) -> Callable[[list, dict], Any]:
+        from privsepd.execute import CommandRunner
 
-        return runner_factory(index, context=context)()
+        # The helper's own audit sink: opened before scoping, kept through it.
+        return CommandRunner(index, context=context, audit=audit)
 
     return factory
+
+
+def make_runner(factory: Callable[..., Any] | None, audit: AuditLog) -> Any:
+    """Build the helper's command runner; factories may take the audit sink."""
+    if factory is None:
+        return None
+    try:
+        wants_audit = len(inspect.signature(factory).parameters) > 0
+    except (TypeError, ValueError):
+        wants_audit = False
+    return factory(audit) if wants_audit else factory()
 
 
 class _Forker:

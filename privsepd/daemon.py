@@ -235,10 +235,11 @@ class Daemon:
 def serve_connection(served: ServedContext, conn: socket.socket, peer: PeerCredentials) -> int:
     """Scope this process to the context and serve ``conn`` until EOF."""
     import privsepd.context as context_module
+    from privsepd.context import make_runner
 
     def monitor_factory() -> Monitor:
         context_module._in_helper = True
-        runner = served.runner_factory() if served.runner_factory is not None else None
+        runner = make_runner(served.runner_factory, served.audit)
         return Monitor(served.name, served.table, runner, served.audit, _peer(peer))
 
     return _helper_main(conn, served.spec, monitor_factory, served.audit)

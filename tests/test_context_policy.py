@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 
@@ -88,3 +89,37 @@ def test_policy_without_the_context_is_refused(policy_file):
     other = Context("t-missing")
     with pytest.raises(PolicyError, match="no context 't-missing'"):
         other.apply_policy(load_policy([policy_file]))
+
+
+def test_policy_commands_are_audited_to_the_contexts_audit_file(trusted_dir):
+    audit_path = trusted_dir / "audit.jsonl"
+    policy = trusted_dir / "cmd.toml"
+    policy.write_text(
+        textwrap.dedent(
+            f"""
+            [context.t-cmd]
+            capabilities = []
+            user = "nobody"
+            audit = "{audit_path}"
+
+            [[command]]
+            context = "t-cmd"
+            name = "id"
+            exec = "/usr/bin/id"
+            args = []
+            run_as = "nobody"
+            """
+        )
+    )
+    os.chmod(policy, 0o644)
+    cmd_ctx = Context("t-cmd")
+    cmd_ctx.apply_policy(load_policy([str(policy)]))
+    try:
+        rc, out, _ = cmd_ctx.execute(["/usr/bin/id"])
+    finally:
+        cmd_ctx.stop()
+    assert rc == 0 and b"uid=65534" in out
+    records = [json.loads(line) for line in audit_path.read_text().splitlines()]
+    command = [r for r in records if r.get("event") == "command"]
+    assert command and command[0]["decision"] == "allow"
+    assert "cmd.toml" in command[0]["rule"] and command[0]["run_as"] == "nobody"
