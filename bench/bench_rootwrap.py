@@ -276,6 +276,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=800)
     parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args()
+    out_path = os.path.abspath(args.out) if args.out else None
     if os.geteuid() != 0:
         raise SystemExit("run as root (sudo-less rootwrap and real helpers)")
     subprocess.run(
@@ -292,8 +293,8 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
     text = "\n".join(head) + "\n\n" + report(cli, exe, args.rounds, args.calls) + "\n"
     print(text)
-    if args.out:
-        with open(args.out, "w") as f:
+    if out_path:
+        with open(out_path, "w") as f:
             f.write(text)
     return 0
 
