@@ -40,6 +40,7 @@ from privsepd.errors import (
     exception_from_wire,
 )
 from privsepd.protocol import (
+    OP_EXEC,
     ClientProtocol,
     LogRecord,
     Reply,
@@ -533,12 +534,20 @@ class HelperServer:
                 # The reader runs the rest too (most calls are short); the
                 # watcher brings in other workers if one of them is slow.
                 self._backlog.extend(requests[1:])
+            first = requests[0]
             now = time.monotonic()
-            self._busy_since = now
             self._last_call = now
+            if first.op == OP_EXEC:
+                # A command takes a fork, an exec and a wait: known to be slow,
+                # so hand the reader role on now rather than after SLOW_CALL.
+                self._reader = None
+                self._busy_since = None
+                self._summon(1 + len(self._backlog))
+            else:
+                self._busy_since = now
             if not self._watch.is_set():
                 self._start_watch()
-            return requests[0]
+            return first
 
     def _read(self) -> list[Request]:
         """Read until at least one request is complete (reader role held)."""

@@ -293,6 +293,9 @@ def _helper_main(
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
+        # The service's working directory is none of the helper's business
+        # (and may be somewhere the helper should not hold open): start from /.
+        os.chdir("/")
         monitor = monitor_factory()
         enter_scope(spec.scope, keep_fds=[sock.fileno(), *audit.fds()])
     except Exception as exc:
