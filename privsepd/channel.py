@@ -70,6 +70,48 @@ class _Waiter:
             self.lock.release()
 
 
+class _WriteQueue:
+    """Coalesces frames from concurrent threads into single writes.
+
+    ``add`` queues a frame and tells the caller whether it must flush (no
+    flush is running); the flushing thread then ``take``s everything queued
+    until nothing is left, so N concurrent senders cost a few writes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frames: list[bytes] = []
+        self._flushing = False
+
+    def add(self, data: bytes) -> bool:
+        with self._lock:
+            self._frames.append(data)
+            if self._flushing:
+                return False
+            self._flushing = True
+            return True
+
+    def take(self) -> bytes | None:
+        with self._lock:
+            if not self._frames:
+                self._flushing = False
+                return None
+            frames = self._frames
+            self._frames = []
+        return b"".join(frames) if len(frames) > 1 else frames[0]
+
+    def put_back(self, rest: bytes) -> None:
+        """Unwritten bytes go first, for the next flusher: the stream stays whole."""
+        with self._lock:
+            self._frames.insert(0, rest)
+            self._flushing = False
+
+    def reset(self) -> None:
+        with self._lock:
+            self._frames.clear()
+            self._flushing = False
+
+
 class ClientChannel:
     """One connection to a helper, shared by any number of caller threads."""
 
@@ -83,9 +125,7 @@ class ClientChannel:
         self._sock = sock
         self._proto = protocol or ClientProtocol(context)
         self._logger = logger or logging.getLogger(f"privsepd.{context}")
-        self._out_lock = threading.Lock()
-        self._out: list[bytes] = []
-        self._flushing = False
+        self._queue = _WriteQueue()
         self._mutex = threading.Lock()
         self._waiters: dict[int, _Waiter] = {}
         self._reading = False
@@ -189,31 +229,18 @@ class ClientChannel:
         write that cannot finish by the writer's deadline leaves the rest
         queued (the byte stream stays whole) and raises CallTimeout.
         """
-        with self._out_lock:
-            self._out.append(data)
-            if self._flushing:
-                return
-            self._flushing = True
+        if not self._queue.add(data):
+            return
         try:
-            while True:
-                with self._out_lock:
-                    if not self._out:
-                        self._flushing = False
-                        return
-                    chunk = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-                    self._out.clear()
+            while (chunk := self._queue.take()) is not None:
                 rest = self._write(chunk, deadline)
                 if rest:
-                    with self._out_lock:
-                        self._out.insert(0, rest)
-                        self._flushing = False
+                    self._queue.put_back(rest)
                     raise CallTimeout(f"helper did not accept the request within {timeout:g}s")
         except CallTimeout:
             raise
         except BaseException:
-            with self._out_lock:
-                self._out.clear()
-                self._flushing = False
+            self._queue.reset()
             raise
 
     def _write(self, chunk: bytes, deadline: float) -> bytes:
@@ -421,33 +448,20 @@ class HelperServer:
         self._closed = threading.Event()
         self._watch = threading.Event()
         self._watcher: threading.Thread | None = None
-        self._out_lock = threading.Lock()
-        self._out: list[bytes] = []
-        self._flushing = False
+        self._queue = _WriteQueue()
 
     # -- output --------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
         """Queue whole frames; whoever finds no flush running writes them all."""
-        with self._out_lock:
-            self._out.append(data)
-            if self._flushing:
-                return
-            self._flushing = True
-        while True:
-            with self._out_lock:
-                if not self._out:
-                    self._flushing = False
-                    return
-                chunk = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-                self._out.clear()
+        if not self._queue.add(data):
+            return
+        while (chunk := self._queue.take()) is not None:
             try:
                 self._sock.sendall(chunk)
             except OSError:
                 self._closed.set()
-                with self._out_lock:
-                    self._out.clear()
-                    self._flushing = False
+                self._queue.reset()
                 return
 
     def _release_held(self) -> None:

@@ -223,11 +223,15 @@ class Context:
 
         self._started_once = True
         helper = _forker.run(lambda: HelperProcess.fork(spec, monitor_factory, audit))
+        self._attach(helper, max(self.timeout, 5.0))
+
+    def _attach(self, helper: Any, timeout: float) -> None:
+        """Handshake over a new helper's socket; keep both only if it succeeds."""
         channel = ClientChannel(
             helper.sock, self.name, ClientProtocol(self.name, self.limits), self.logger
         )
         try:
-            channel.handshake(timeout=max(self.timeout, 5.0))
+            channel.handshake(timeout=timeout)
         except PrivsepError:
             helper.stop(timeout=1.0)
             raise
@@ -253,17 +257,7 @@ class Context:
             raise HelperDiedError(f"cannot run helper command {command[0]}: {exc}") from None
         finally:
             child_sock.close()
-        helper = HelperProcess(pid, parent_sock)
-        channel = ClientChannel(
-            parent_sock, self.name, ClientProtocol(self.name, self.limits), self.logger
-        )
-        try:
-            channel.handshake(timeout=max(self.timeout, 10.0))
-        except PrivsepError:
-            helper.stop(timeout=1.0)
-            raise
-        self._helper = helper
-        self._channel = channel
+        self._attach(HelperProcess(pid, parent_sock), max(self.timeout, 10.0))
 
     def _connect_locked(self) -> None:
         """Daemon mode: the helper is forked by ``privsepd serve`` per connection."""
@@ -275,16 +269,7 @@ class Context:
             raise HelperDiedError(
                 f"cannot connect to privsepd daemon at {self.socket_path}: {exc.strerror}"
             ) from None
-        channel = ClientChannel(
-            sock, self.name, ClientProtocol(self.name, self.limits), self.logger
-        )
-        try:
-            channel.handshake(timeout=max(self.timeout, 5.0))
-        except PrivsepError:
-            sock.close()
-            raise
-        self._helper = _DaemonLink(sock)
-        self._channel = channel
+        self._attach(_DaemonLink(sock), max(self.timeout, 5.0))
 
     def _discard_locked(self) -> None:
         if self._channel is not None:
