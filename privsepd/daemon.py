@@ -141,10 +141,19 @@ def build_contexts(policy: Any, names: Sequence[str] | None) -> list[tuple[Any, 
 class Daemon:
     """Accepts connections and forks one scoped helper per authorized peer."""
 
-    def __init__(self, policy: Any, socket_dir: str = SOCKET_DIR, contexts=None) -> None:
+    def __init__(
+        self,
+        policy: Any,
+        socket_dir: str = SOCKET_DIR,
+        contexts: Sequence[str] | None = None,
+        max_per_uid: int = MAX_HELPERS_PER_UID,
+        max_total: int = MAX_HELPERS,
+    ) -> None:
         from privsepd.context import Context
 
         self.socket_dir = socket_dir
+        self.max_per_uid = max_per_uid
+        self.max_total = max_total
         self.served: list[ServedContext] = []
         self.children: dict[int, int] = {}  # helper pid -> peer uid
         os.makedirs(socket_dir, mode=0o755, exist_ok=True)
@@ -195,10 +204,10 @@ class Daemon:
                 f"peer uid {peer.uid} gid {peer.gid} (pid {peer.pid}) "
                 f"is not allowed to use context {served.name!r}"
             )
-        elif sum(1 for uid in self.children.values() if uid == peer.uid) >= MAX_HELPERS_PER_UID:
-            reason = f"peer uid {peer.uid} already has {MAX_HELPERS_PER_UID} helpers"
-        elif len(self.children) >= MAX_HELPERS:
-            reason = f"daemon already runs {MAX_HELPERS} helpers"
+        elif sum(1 for uid in self.children.values() if uid == peer.uid) >= self.max_per_uid:
+            reason = f"peer uid {peer.uid} already has {self.max_per_uid} helper(s)"
+        elif len(self.children) >= self.max_total:
+            reason = f"daemon already runs {self.max_total} helper(s)"
         if reason is not None:
             served.audit.record(
                 context=served.name, decision="deny", op="connect", error=reason, **_peer(peer)
@@ -256,13 +265,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", action="append", required=True, help="policy file or dir")
     parser.add_argument("--socket-dir", default=SOCKET_DIR)
     parser.add_argument("--context", action="append", help="serve only this context")
+    parser.add_argument("--max-helpers-per-uid", type=int, default=MAX_HELPERS_PER_UID)
+    parser.add_argument("--max-helpers", type=int, default=MAX_HELPERS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="privsepd: %(message)s")
     if os.geteuid() != 0:
         print("privsepd serve: must run as root", file=sys.stderr)
         return 1
     try:
-        daemon = Daemon(load_policy(args.policy), args.socket_dir, args.context)
+        daemon = Daemon(
+            load_policy(args.policy),
+            args.socket_dir,
+            args.context,
+            args.max_helpers_per_uid,
+            args.max_helpers,
+        )
     except PrivsepError as exc:
         print(f"privsepd serve: {exc}", file=sys.stderr)
         return 2

@@ -28,7 +28,12 @@ args.path = { path_under = "/etc", must_exist = true }
 
 
 @pytest.fixture
-def daemon(trusted_dir):
+def daemon_args() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def daemon(trusted_dir, daemon_args):
     directory = str(trusted_dir)
     policy = os.path.join(directory, "policy.toml")
     with open(policy, "w") as f:
@@ -46,6 +51,7 @@ def daemon(trusted_dir):
             policy,
             "--socket-dir",
             sockets,
+            *daemon_args,
         ],
         stderr=subprocess.PIPE,
     )
@@ -115,3 +121,15 @@ def test_wrong_context_name_is_refused_by_the_daemon(daemon):
     ctx = Context("other", socket_path=daemon)
     with pytest.raises(HandshakeError, match="context mismatch"):
         ctx.start()
+
+
+@pytest.mark.parametrize("daemon_args", [["--max-helpers-per-uid", "1"]])
+def test_peer_gets_no_more_helpers_than_its_cap(daemon):
+    first = Context("t-daemon", socket_path=daemon)
+    first.start()
+    try:
+        second = Context("t-daemon", socket_path=daemon)
+        with pytest.raises(HandshakeError, match=r"peer uid 0 already has 1 helper\(s\)"):
+            second.start()
+    finally:
+        first.stop()
