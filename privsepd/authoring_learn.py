@@ -423,6 +423,7 @@ def render_toml(
             "/" in rule.argv0
             and os.path.normpath(rule.argv0) != rule.argv0
             or ("/" in rule.argv0 and not rule.argv0.startswith("/"))
+            or rule.argv0 in (".", "..")
         ):
             out.append(
                 f"# SKIPPED {rule.name}: argv[0] {rule.argv0!r} is a relative or unnormalised "

@@ -162,6 +162,10 @@ def _raw_columns(lines_of: dict, filt) -> list[str] | None:  # noqa: ANN001
     delim = colon if eq < 0 or (0 <= colon < eq) else eq
     if delim < 0:
         return None
+    if text[:delim].strip() != _name:
+        # The line no longer defines this rule (edited, commented out,
+        # removed): the parsed policy is not what is on disk now.
+        return None
     return [c.strip() for c in text[delim + 1 :].strip().split(",")]
 
 
@@ -178,15 +182,27 @@ def build_cache(loaded: Loaded) -> dict | None:
     Every rule is rebuilt from its columns and compared with the parsed one:
     anything the rebuild does not reproduce exactly disables the cache.
     """
-    from privsepd.policy.filters import FILTER_CLASSES, EnvFilter
-
     if loaded.native:
         return None
     for w in getattr(loaded, "warnings", ()):
         if w.code in ("duplicate-name", "default-section"):
             return None  # rule order no longer follows line order
+    try:
+        return _build_cache(loaded)
+    except OSError:
+        return None  # a policy file vanished or changed under us: no cache
+
+
+def _build_cache(loaded: Loaded) -> dict | None:
+    from privsepd.policy.filters import FILTER_CLASSES, EnvFilter
+
     index = loaded.index
     config = loaded.config
+    # Stamps taken before the rules are re-read and compared with the parsed
+    # ones, and again after: any edit in between (or since the parse, which
+    # the comparison itself catches) means no cache is written.
+    watched = _files_of(config)
+    before = _stamps(watched)
     lines_of: dict = {}
     rules: list = []
     keys: dict[str, list[int]] = {}
@@ -215,7 +231,8 @@ def build_cache(loaded: Loaded) -> dict | None:
     for key, ids in keys.items():
         merged = sorted({*ids, *fallback})
         shards[_shard(key)][key] = [rules[i] for i in merged]
-    watched = _files_of(config)
+    if _files_of(config) != watched or _stamps(watched) != before:
+        return None
     manifest = {
         "version": CACHE_VERSION,
         "conf": os.path.abspath(config.path),
@@ -223,7 +240,7 @@ def build_cache(loaded: Loaded) -> dict | None:
         "filters_path": list(config.filters_path),
         "exec_dirs": list(config.exec_dirs),
         "watched": watched,
-        "stamps": _stamps(watched),
+        "stamps": before,
         "fallback": [rules[i] for i in fallback],
         "config": {name: getattr(config, name) for name in _CONFIG_FIELDS},
     }
@@ -508,7 +525,6 @@ def _raise_ambient(caps: frozenset[str]) -> None:
 
 def run_plan(plan, native: bool) -> int:  # noqa: ANN001
     """fork, confine, switch identity, exec; return oslo's exit code for the child."""
-    import signal
 
     if not native and _same_identity(plan):
         return _spawn_plain(plan)
@@ -521,10 +537,16 @@ def run_plan(plan, native: bool) -> int:  # noqa: ANN001
         step = "setup"
         try:
             os.close(r)
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-            os.closerange(3, w)
-            os.closerange(w + 1, max(w + 1, _fd_limit()))
+            _default_signals()
+            # Every descriptor but the error pipe, whatever the soft
+            # RLIMIT_NOFILE says (a caller may have lowered it below its fds).
+            for entry in os.listdir("/proc/self/fd"):
+                fd = int(entry)
+                if fd > 2 and fd != w:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
             if native:
                 step = "confine"
                 _confine_native(plan.caps)
@@ -592,7 +614,6 @@ def _spawn_plain(plan) -> int:  # noqa: ANN001
     Descriptors: Python's own are close-on-exec; any inherited one above 2
     is closed explicitly, so the command sees only stdin/stdout/stderr.
     """
-    import signal
 
     actions = []
     for entry in os.listdir("/proc/self/fd"):
@@ -609,7 +630,8 @@ def _spawn_plain(plan) -> int:  # noqa: ANN001
             plan.argv,
             plan.env,
             file_actions=actions,
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            setsigdef=_catchable_signals(),
+            setsigmask=(),
         )
     except OSError as exc:
         raise _Exit(
@@ -618,11 +640,24 @@ def _spawn_plain(plan) -> int:  # noqa: ANN001
     return _wait_forwarding(pid)
 
 
-def _fd_limit() -> int:
-    import resource
+def _catchable_signals() -> list:
+    """Every signal a handler could be set for: the caller's ignored or blocked
+    signals must not reach a command that runs as root."""
+    import signal
 
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
+    return [s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)]
+
+
+def _default_signals() -> None:
+    """In a forked child: default dispositions and an empty mask before exec."""
+    import signal
+
+    for sig in _catchable_signals():
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def _lower_nofile(limit: int) -> None:
@@ -711,7 +746,48 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
 
 
+# Variables that change what a Python interpreter loads or executes. sudo's
+# default env_reset removes them all; if one reaches us under sudo, the
+# sudoers policy lets the caller steer a root interpreter, and it is already
+# too late to undo (they act during start-up): refuse loudly instead.
+_INTERPRETER_ENV = frozenset(
+    {
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONPYCACHEPREFIX",
+        "PYTHONPLATLIBDIR",
+        "PYTHONUSERBASE",
+        "PYTHONSTARTUP",
+        "PYTHONINSPECT",
+        "PYTHONWARNINGS",  # a warning category names a module to import
+        "PYTHONIOENCODING",
+        "PYTHONEXECUTABLE",
+        "PYTHONBREAKPOINT",
+    }
+)
+
+
+def _check_sudo_environment() -> None:
+    if "SUDO_UID" not in os.environ or os.geteuid() != 0 or sys.flags.ignore_environment:
+        return
+    leaked = sorted(
+        name for name in os.environ if name in _INTERPRETER_ENV or name.startswith("LD_")
+    )
+    if leaked:
+        raise _Exit(
+            RC_BADCONFIG,
+            f"refusing to run: {', '.join(leaked)} reached a root interpreter through sudo",
+            "keep sudo's 'Defaults env_reset' and never env_keep PYTHON* or LD_* variables",
+        )
+
+
 def _main(execname: str, args: list[str]) -> int:
+    _check_sudo_environment()
+    import signal
+
+    # A caller that ignores SIGCHLD would make waitpid fail (children are
+    # auto-reaped) and the command's exit status would be lost.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     explain_mode, cache_dir, args = _parse(args)
     if len(args) < 2:
         raise _Exit(RC_NOCOMMAND, "No command specified")

@@ -332,3 +332,29 @@ def test_nul_in_argv_is_refused_instead_of_crashing(tmp_path, bindir):
     with pytest.raises(ValueError):
         b.oslo_runs(["chown", "nova", f"{tmp_path}/x\0y"])
     assert b.ours.match(["chown", "nova", f"{tmp_path}/x\0y"]).outcome == "invalid"
+
+
+# --- exec_dirs from $PATH ---------------------------------------------------------
+
+
+def test_exec_dirs_from_path_skip_directories_the_caller_can_write(trusted_dir, monkeypatch):
+    planted = trusted_dir / "planted"
+    planted.mkdir()
+    planted.chmod(0o777)  # a directory the service can write, first in its PATH
+    fake = planted / "id"
+    fake.write_text("#!/bin/sh\necho attacker code\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{planted}:/usr/bin:/bin")
+    conf = "[DEFAULT]\nfilters_path=/nonexistent\n"
+    oslo_conf = configparser.RawConfigParser()
+    oslo_conf.read_string(conf)
+    oslo_dirs = wrapper.RootwrapConfig(oslo_conf).exec_dirs
+    oslo_filter = oslo_filters.CommandFilter("id", "root")
+    assert oslo_filter.get_exec(oslo_dirs) == str(fake)  # oslo runs the planted binary
+    ours = parse_config(conf, "rootwrap.conf")
+    assert str(planted) not in ours.exec_dirs
+    decision = FilterIndex(
+        parse_filters("[Filters]\nid: CommandFilter, id, root\n", "t"), ours.exec_dirs
+    ).match(["id"])
+    assert decision.allowed and decision.executable in ("/usr/bin/id", "/bin/id")
+    assert any(w.code == "untrusted-path-dir" for w in ours.warnings)

@@ -69,11 +69,19 @@ def test_config_defaults_match_oslo():
     assert c.rlimit_nofile == 1024
 
 
-def test_config_without_exec_dirs_uses_path_of_the_caller(monkeypatch):
-    monkeypatch.setenv("PATH", "/p1:/p2")
-    assert parse_config("[DEFAULT]\nfilters_path=/a\n", "r.conf").exec_dirs == ("/p1", "/p2")
+def test_config_without_exec_dirs_uses_the_trusted_part_of_the_callers_path(monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/bin:/nonexistent-p1:/tmp:/bin")
+    config = parse_config("[DEFAULT]\nfilters_path=/a\n", "r.conf")
+    assert config.exec_dirs == ("/usr/bin", "/bin")
     monkeypatch.delenv("PATH")
     assert parse_config("[DEFAULT]\nfilters_path=/a\n", "r.conf").exec_dirs == ()
+
+
+def test_untrusted_path_entries_are_reported(monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/bin:/tmp")
+    warnings = parse_config("[DEFAULT]\nfilters_path=/a\n", "r.conf").warnings
+    assert [w.code for w in warnings] == ["untrusted-path-dir"]
+    assert "'/tmp' ignored" in warnings[0].message
 
 
 def test_config_reads_every_option():

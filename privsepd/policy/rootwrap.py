@@ -76,6 +76,32 @@ class ConfigValueError(PolicyError):
     """A rootwrap.conf option has a bad value (oslo: 'Incorrect value in CONF: ...')."""
 
 
+def _trusted_dirs(dirs: Sequence[str], path: str, warnings: list) -> tuple[str, ...]:
+    """$PATH entries fit to look executables up in, as root.
+
+    Without exec_dirs, oslo.rootwrap searches the caller's $PATH (sudo
+    without secure_path passes it through), so a directory the caller can
+    write supplies the "allowed" binary. privsepd keeps only entries that
+    are absolute and root-owned, not group/world-writable, all the way up.
+    """
+    from privsepd.errors import PolicyError as _PolicyError
+    from privsepd.policy.trust import check_trusted
+
+    kept = []
+    for d in dirs:
+        try:
+            if not os.path.isabs(d):
+                raise _PolicyError("not an absolute path")
+            check_trusted(d)
+        except (_PolicyError, OSError) as exc:
+            warnings.append(
+                PolicyWarning("untrusted-path-dir", f"$PATH entry {d!r} ignored: {exc}", path)
+            )
+            continue
+        kept.append(d)
+    return tuple(kept)
+
+
 @dataclass(frozen=True)
 class PolicyWarning:
     """Legal but risky policy, for the linter: a stable code, message and place."""
@@ -289,7 +315,9 @@ def parse_config(text: str, path: str) -> RootwrapConfig:
         ed = opts["exec_dirs"]
         exec_dirs = _split_list(ed.value, ",", "exec_dirs", path, ed.line, warnings)
     elif "PATH" in os.environ:
-        exec_dirs = _split_list(os.environ["PATH"], ":", "$PATH", path, None, warnings)
+        exec_dirs = _trusted_dirs(
+            _split_list(os.environ["PATH"], ":", "$PATH", path, None, warnings), path, warnings
+        )
     else:
         exec_dirs = ()
     kwargs: dict = {}
