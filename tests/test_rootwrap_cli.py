@@ -282,3 +282,43 @@ def test_no_command_matches_oslo_rootwrap(root, conf):
     oslo = subprocess.run([_script("oslo-rootwrap"), conf], capture_output=True)
     assert ours.returncode == oslo.returncode == 98
     assert ours.stderr.partition(b": ")[2] == oslo.stderr.partition(b": ")[2]
+
+
+def test_cache_is_not_built_from_a_policy_edited_after_it_was_parsed(root, conf):
+    from privsepd.rootwrap_cli import build_cache, load_full
+
+    loaded = load_full(conf)
+    filters = os.path.join(os.path.dirname(conf), "filters.d", "test.filters")
+    text = open(filters).read().replace("true: CommandFilter", "# true: CommandFilter")
+    with open(filters, "w") as f:
+        f.write(text)
+    assert build_cache(loaded) is None
+
+
+def test_interpreter_steering_variables_under_sudo_are_refused(root, conf):
+    env = dict(os.environ, SUDO_UID="1000", PYTHONPYCACHEPREFIX="/tmp/planted")
+    result = run(conf, "true", env=env)
+    assert result.returncode == 97
+    assert b"refusing to run: PYTHONPYCACHEPREFIX reached a root interpreter" in result.stderr
+
+
+def test_command_gets_default_signals_and_an_empty_mask_whatever_the_caller_set(root, conf):
+    import signal
+
+    def hostile_caller():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2, signal.SIGALRM])
+
+    result = subprocess.run(
+        [_script("privsepd-rootwrap"), conf, "cat", "/proc/self/status"],
+        capture_output=True,
+        preexec_fn=hostile_caller,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    st = status(result.stdout)
+    ignored, blocked = int(st["SigIgn"], 16), int(st["SigBlk"], 16)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        assert not ignored & (1 << (sig - 1)), sig
+    assert blocked == 0
