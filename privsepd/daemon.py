@@ -307,6 +307,16 @@ def helper_main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("privsepd helper: must be started as root (e.g. through sudo)", file=sys.stderr)
         return 1
+    from privsepd.rootwrap_cli import sudo_leaked_variables
+
+    leaked = sudo_leaked_variables()
+    if leaked:
+        print(
+            f"privsepd helper: refusing to run: {', '.join(leaked)} reached a root "
+            "interpreter through sudo; keep sudo's 'Defaults env_reset'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         sock = socket.socket(fileno=os.dup(0))
     except OSError:

@@ -767,12 +767,15 @@ _INTERPRETER_ENV = frozenset(
 )
 
 
-def _check_sudo_environment() -> None:
+def sudo_leaked_variables() -> list[str]:
+    """Interpreter-steering variables that reached this root process via sudo."""
     if "SUDO_UID" not in os.environ or os.geteuid() != 0 or sys.flags.ignore_environment:
-        return
-    leaked = sorted(
-        name for name in os.environ if name in _INTERPRETER_ENV or name.startswith("LD_")
-    )
+        return []
+    return sorted(name for name in os.environ if name in _INTERPRETER_ENV or name.startswith("LD_"))
+
+
+def _check_sudo_environment() -> None:
+    leaked = sudo_leaked_variables()
     if leaked:
         raise _Exit(
             RC_BADCONFIG,
