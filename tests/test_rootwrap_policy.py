@@ -36,6 +36,13 @@ from privsepd.policy.rootwrap import (
 _BASES = ["/run", "/var/lib", "/root"]
 
 
+@pytest.fixture(autouse=True)
+def _system_path(monkeypatch):
+    """A conf without exec_dirs searches $PATH: make it the same on every machine
+    (a CI virtualenv under /tmp would add an untrusted-path-dir warning)."""
+    monkeypatch.setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+
+
 @pytest.fixture
 def safe(trusted_dir) -> Path:
     return trusted_dir
