@@ -27,6 +27,7 @@ import itertools
 import logging
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -126,6 +127,8 @@ class ClientChannel:
         self._proto = protocol or ClientProtocol(context)
         self._logger = logger or logging.getLogger(f"privsepd.{context}")
         self._queue = _WriteQueue()
+        self._rcv_timeo: float | None = None  # SO_RCVTIMEO now set (reader only)
+        self._snd_timeo: float | None = None  # SO_SNDTIMEO now set (flusher only)
         self._mutex = threading.Lock()
         self._waiters: dict[int, _Waiter] = {}
         self._reading = False
@@ -168,9 +171,10 @@ class ClientChannel:
                     else:
                         raise ProtocolError("helper sent a reply before the welcome")
                 if welcome:
-                    # From here on every wait is an explicit poll with the
-                    # caller's own deadline; the socket itself never blocks.
-                    self._sock.setblocking(False)
+                    # From here on the socket blocks in the kernel, bounded by
+                    # SO_RCVTIMEO/SO_SNDTIMEO set from each caller's deadline:
+                    # one syscall per receive and per send, no poll before them.
+                    self._sock.settimeout(None)
                     return
         except OSError as exc:
             raise HelperDiedError(f"channel failed during the handshake: {exc}") from None
@@ -248,15 +252,15 @@ class ClientChannel:
         view = memoryview(chunk)
         sock = self._sock
         while view:
-            try:
-                view = view[sock.send(view) :]
-                continue
-            except BlockingIOError:
-                pass
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return view.tobytes()
-            _wait(sock, select.POLLOUT, remaining)
+            if self._snd_timeo is None or remaining < self._snd_timeo:
+                self._snd_timeo = _set_kernel_timeout(sock, socket.SO_SNDTIMEO, remaining)
+            try:
+                view = view[sock.send(view) :]
+            except BlockingIOError:
+                self._snd_timeo = None  # woke early on a shorter caller's timeout
         return b""
 
     def _follow(self, rid: int, waiter: _Waiter, deadline: float, timeout: float) -> Reply:
@@ -282,11 +286,12 @@ class ClientChannel:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError
-                if not _wait(sock, select.POLLIN, remaining):
-                    continue
+                if self._rcv_timeo is None or remaining < self._rcv_timeo:
+                    self._rcv_timeo = _set_kernel_timeout(sock, socket.SO_RCVTIMEO, remaining)
                 try:
                     data = sock.recv(RECV_SIZE)
                 except BlockingIOError:
+                    self._rcv_timeo = None  # woke early on a shorter caller's timeout
                     continue
                 if not data:
                     raise HelperDiedError(self._lost_message("helper closed the channel"))
@@ -390,6 +395,17 @@ class ClientChannel:
     def close(self) -> None:
         self._fail(HelperDiedError("channel closed by client"))
         self._sock.close()
+
+
+_TIMEVAL = struct.Struct("@ll")
+
+
+def _set_kernel_timeout(sock: socket.socket, option: int, seconds: float) -> float:
+    """Bound blocking sends/receives in the kernel (0 would mean forever)."""
+    seconds = max(seconds, 0.001)
+    whole = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(whole, int((seconds - whole) * 1e6)))
+    return seconds
 
 
 def _wait(sock: socket.socket, events: int, timeout: float) -> bool:
