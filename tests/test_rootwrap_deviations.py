@@ -358,3 +358,26 @@ def test_exec_dirs_from_path_skip_directories_the_caller_can_write(trusted_dir, 
     ).match(["id"])
     assert decision.allowed and decision.executable in ("/usr/bin/id", "/bin/id")
     assert any(w.code == "untrusted-path-dir" for w in ours.warnings)
+
+
+def test_kill_by_bare_name_through_a_caller_writable_path_dir_is_refused(
+    tmp_path, sleeper, monkeypatch
+):
+    exe, proc = sleeper  # runs from pytest's tmp dir: not root-protected up to /
+    monkeypatch.setenv("PATH", f"{exe.parent}:/usr/bin:/bin")
+    b = Both(tmp_path, "k: KillFilter, root, sleepy\n", ["/bin", "/usr/bin"])
+    assert b.oslo_runs(["kill", str(proc.pid)])  # oslo trusts whatever $PATH says
+    assert b.refusal(["kill", str(proc.pid)]) == "kill-untrusted-dir"
+
+
+def test_kill_by_bare_name_of_a_binary_in_a_protected_dir_is_allowed(tmp_path, monkeypatch):
+    proc = subprocess.Popen(["/usr/bin/sleep", "60"])
+    try:
+        time.sleep(0.05)
+        monkeypatch.setenv("PATH", "/usr/bin:/bin")
+        b = Both(tmp_path, "k: KillFilter, root, sleep\n", ["/bin", "/usr/bin"])
+        assert b.oslo_runs(["kill", str(proc.pid)])
+        assert b.ours.match(["kill", str(proc.pid)]).allowed
+    finally:
+        proc.kill()
+        proc.wait()

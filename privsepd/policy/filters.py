@@ -99,6 +99,7 @@ DEVIATIONS = frozenset(
         "env-argv-mutation",  # oslo's EnvFilter pops 'env' from the shared argv
         "kill-pid-syntax",  # pid that int() accepts but kill(1) may read differently
         "kill-deleted-exe",  # target runs a deleted/replaced executable
+        "kill-untrusted-dir",  # bare-name target found via a caller-writable $PATH dir
         "bad-user",  # run_as user does not exist (oslo crashes in preexec)
     }
 )
@@ -497,7 +498,26 @@ class KillFilter(Filter):
                 f"process {pid} runs a deleted or replaced executable; its identity "
                 "cannot be established",
             )
+        if not os.path.isabs(self.args[0]) and not _trusted_dir(os.path.dirname(exact)):
+            # oslo accepts any $PATH directory, and $PATH is the caller's:
+            # it could name a directory holding a victim's binary.
+            return Miss(
+                "kill-untrusted-dir",
+                f"process {pid} runs {exact!r} from a directory that is not root-owned "
+                "and protected; name the executable by absolute path",
+            )
         return None
+
+
+def _trusted_dir(directory: str) -> bool:
+    from privsepd.errors import PolicyError
+    from privsepd.policy.trust import check_trusted
+
+    try:
+        check_trusted(directory)
+    except (PolicyError, OSError):
+        return False
+    return True
 
 
 class ReadFileFilter(Filter):
