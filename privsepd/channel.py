@@ -431,6 +431,9 @@ def _fresh(exc: PrivsepError) -> PrivsepError:
 SLOW_CALL = 0.005
 # The watcher parks itself after this long without calls.
 WATCH_IDLE = 0.05
+# After a read brings several requests at once, commands hand the reader
+# role on at once for this long.
+CONTENDED_FOR = 0.05
 # Extra workers exit after waiting this long with nothing to do.
 WORKER_IDLE = 1.0
 # A client must complete the handshake within this many seconds.
@@ -461,6 +464,7 @@ class HelperServer:
         self._reader: int | None = None  # ident of the worker holding the role
         self._busy_since: float | None = None  # reader's call start, if running
         self._last_call = 0.0
+        self._contended_until = 0.0  # several requests arrived together recently
         self._workers = 0
         self._idle = 0
         self._closed = threading.Event()
@@ -562,16 +566,19 @@ class HelperServer:
                 self._backlog.extend(requests)
                 self._cond.notify(len(requests))
                 return None if self._closed.is_set() else self._backlog.popleft()
+            now = time.monotonic()
             if len(requests) > 1:
                 # The reader runs the rest too (most calls are short); the
                 # watcher brings in other workers if one of them is slow.
                 self._backlog.extend(requests[1:])
+                self._contended_until = now + CONTENDED_FOR
             first = requests[0]
-            now = time.monotonic()
             self._last_call = now
-            if first.op == OP_EXEC:
-                # A command takes a fork, an exec and a wait: known to be slow,
-                # so hand the reader role on now rather than after SLOW_CALL.
+            if first.op == OP_EXEC and now < self._contended_until:
+                # A command takes a fork, an exec and a wait (~0.5 ms): while
+                # the client has several requests in flight, hand the reader
+                # role on now rather than after SLOW_CALL so commands overlap.
+                # (A lone caller would only pay for the hand-off.)
                 self._reader = None
                 self._busy_since = None
                 self._summon(1 + len(self._backlog))
