@@ -155,6 +155,27 @@ class ExecPlan:
         return f"{self.argv!r} as {self.user.pw_name} (uid {self.uid}, gid {self.gid}), caps {caps}"
 
 
+# uid, gid -> (passwd entry, groups, looked up at). The user database is
+# read from /etc on every lookup (~30 us); a second of staleness is harmless
+# next to a command's own cost, and a vanished user still fails the spawn.
+_IDENTITY_TTL = 1.0
+_identities: dict[tuple[int, int], tuple[Any, tuple[int, ...], float]] = {}
+
+
+def _identity(uid: int, gid: int, run_as: str) -> tuple[Any, tuple[int, ...]]:
+    now = time.monotonic()
+    cached = _identities.get((uid, gid))
+    if cached is not None and now - cached[2] < _IDENTITY_TTL:
+        return cached[0], cached[1]
+    try:
+        user = pwd.getpwuid(uid)
+    except KeyError:
+        raise DeniedError(f"run_as uid {uid} ({run_as!r}) vanished") from None
+    groups = tuple(sorted(set(os.getgrouplist(user.pw_name, gid))))
+    _identities[(uid, gid)] = (user, groups, now)
+    return user, groups
+
+
 def plan_for(
     decision: Any,
     *,
@@ -163,11 +184,7 @@ def plan_for(
     timeout: float | None = None,
 ) -> ExecPlan:
     """Turn an allowed Decision into an ExecPlan (user, groups, env, caps, timeout)."""
-    try:
-        user = pwd.getpwuid(decision.uid)
-    except KeyError:
-        raise DeniedError(f"run_as uid {decision.uid} ({decision.run_as!r}) vanished") from None
-    groups = tuple(sorted(set(os.getgrouplist(user.pw_name, decision.gid))))
+    user, groups = _identity(decision.uid, decision.gid, decision.run_as)
     env = sanitized_env(user, decision.env, locale_from)
     rule_timeout = getattr(decision.filter, "timeout", None)
     if rule_timeout is not None:
