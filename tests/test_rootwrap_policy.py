@@ -548,3 +548,16 @@ def test_env_filters_are_keyed_by_the_command_after_the_assignments():
 def test_first_match_in_policy_order_wins(bindir):
     idx = index("a: CommandFilter, echo, nobody\nb: CommandFilter, echo, root\n", [bindir])
     assert idx.match(["echo"]).filter.name == "a"
+
+
+def test_path_filter_command_uses_the_path_it_judged_not_a_second_resolution(tmp_path):
+    base = tmp_path / "base"
+    (base / "real").mkdir(parents=True)
+    link = base / "link"
+    link.symlink_to(base / "real")
+    (f,) = parse_filters(f"[Filters]\nc: PathFilter, /bin/chown, root, pass, {base}\n", "t")
+    argv = ["chown", "nobody", str(link)]
+    assert f.check(argv) is None
+    link.unlink()
+    link.symlink_to("/etc")  # swapped after the check
+    assert f.command(argv, "/bin/chown") == ["/bin/chown", "nobody", str(base / "real")]

@@ -50,6 +50,7 @@ import pwd
 import re
 import shutil
 import stat
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -369,6 +370,7 @@ class PathFilter(Filter):
         if miss:
             return miss
         reals: list[tuple[int, str, str]] = []
+        _checked_paths.last = None
         for i, (constraint, value) in enumerate(zip(self.args, values, strict=True), 1):
             if not os.path.isabs(constraint):
                 if constraint != "pass" and constraint != value:
@@ -396,14 +398,24 @@ class PathFilter(Filter):
                     f"argument {i} {real!r} still contains '..' or a symlink after "
                     "resolution (symlink loop?)",
                 )
+        # The command gets exactly the paths judged here, not a second
+        # resolution that a symlink swap in between could redirect.
+        _checked_paths.last = (self, tuple(argv), {i: real for i, _, real in reals})
         return None
 
     def command(self, argv: Sequence[str], executable: str) -> list[str]:
+        last = getattr(_checked_paths, "last", None)
+        judged = last[2] if last is not None and last[0] is self and last[1] == tuple(argv) else {}
         args = [
-            _realpath(value) if os.path.isabs(constraint) else value
-            for constraint, value in zip(self.args, argv[1:], strict=False)
+            judged.get(i) or _realpath(value) if os.path.isabs(constraint) else value
+            for i, (constraint, value) in enumerate(zip(self.args, argv[1:], strict=False), 1)
         ]
         return [executable, *args]
+
+
+# Per thread: the paths the last PathFilter.check resolved (helpers decide on
+# several threads at once).
+_checked_paths = threading.local()
 
 
 _PID = re.compile(r"[0-9]+\Z")
