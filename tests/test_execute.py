@@ -130,8 +130,18 @@ def test_caller_locale_reaches_the_command(root_ctx):
     assert b"LC_ALL=C\n" in out
 
 
-def test_ini_rule_command_gets_no_capability_by_default(root_ctx):
-    st = status(root_ctx.execute(["cat", "/proc/self/status"])[1])
+def test_ini_rule_command_gets_no_capability_by_default(root):
+    # The helper holds CAP_NET_ADMIN: an INI rule's command must not get it.
+    ctx = Context(
+        "t-exec-ininocaps",
+        ["CAP_NET_ADMIN"],
+        stay_root=True,
+        command_runner=runner_factory(ini_index()),
+    )
+    try:
+        st = status(ctx.execute(["cat", "/proc/self/status"])[1])
+    finally:
+        ctx.stop()
     assert st["Uid"].split() == ["0"] * 4
     assert int(st["CapEff"], 16) == int(st["CapAmb"], 16) == int(st["CapPrm"], 16) == 0
 

@@ -65,11 +65,9 @@ def run_bpf(prog: list[tuple], nr: int, arch: int) -> int:
 
 
 def header_numbers(path: str) -> dict[str, int]:
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        pytest.skip(f"kernel headers not installed ({path})")
+    require_feature(os.path.exists(path), f"kernel headers ({path}, package linux-libc-dev)")
+    with open(path) as f:
+        text = f.read()
     return {m[1]: int(m[2]) for m in re.finditer(r"#define __NR_(\w+)\s+(\d+)\b", text)}
 
 
