@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 
 import pytest
+from conftest import require_feature
 
 from privsepd import (
     ConstraintError,
@@ -233,8 +236,25 @@ def test_command_run_by_the_helper_gets_no_capability(tmp_path):
     assert int(st["CapAmb"], 16) == 0
 
 
-def test_setuid_root_binary_run_by_the_helper_does_not_regain_caps(public_dir):
-    suid_cat = public_dir / "cat"
+@pytest.fixture
+def suid_dir():
+    """A 0755 directory on a filesystem that honours setuid bits.
+
+    /run is often a nosuid tmpfs: a setuid binary there proves nothing.
+    """
+    for base in ("/var/lib", "/var/tmp", "/run"):
+        if os.path.isdir(base) and not os.statvfs(base).f_flag & os.ST_NOSUID:
+            path = tempfile.mkdtemp(prefix="privsepd-suid-", dir=base)
+            os.chmod(path, 0o755)
+            yield pathlib.Path(path)
+            shutil.rmtree(path)
+            return
+    require_feature(False, "a filesystem that honours setuid bits")
+
+
+def test_setuid_root_binary_run_by_the_helper_does_not_regain_caps(suid_dir):
+    assert not os.statvfs(suid_dir).f_flag & os.ST_NOSUID
+    suid_cat = suid_dir / "cat"
     shutil.copy("/bin/cat", suid_cat)
     os.chown(suid_cat, 0, 0)
     os.chmod(suid_cat, 0o4755)
