@@ -201,6 +201,8 @@ class ClientChannel:
         try:
             try:
                 self._send(data, deadline, timeout)
+            except CallTimeout:
+                raise  # (a TimeoutError, hence an OSError) the channel is fine
             except OSError as exc:
                 words = self._last_words(lead)
                 self._fail(words or HelperDiedError(f"cannot send to helper: {exc}"))

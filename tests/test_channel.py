@@ -242,22 +242,41 @@ def test_fast_reply_is_not_held_behind_a_slow_call_of_the_same_batch():
     server_sock.close()
 
 
-def test_short_send_timeout_raises_call_timeout_and_leaves_the_channel_usable(pair):
-    busy = threading.Thread(
-        target=lambda: pair.channel.call("call", "sleep", [0.6], {}, timeout=5), daemon=True
-    )
-    busy.start()
-    time.sleep(0.05)
-    big = [b"x" * (3 * 1024 * 1024)]
+def test_send_that_misses_its_deadline_raises_call_timeout_and_keeps_the_stream_whole():
+    client_sock, server_sock = socket.socketpair()
+    channel = ClientChannel(client_sock, "t", ClientProtocol("t"))
+    server_sock.sendall(_welcome())
+    channel.handshake(timeout=5)
+    # Nobody reads the helper end now: a 3 MiB request cannot be written.
     start = time.monotonic()
-    try:
-        pair.channel.call("call", "echo", big, {}, timeout=0.2)
-    except CallTimeout:
-        pass
+    with pytest.raises(CallTimeout, match="did not accept the request within 0.2s"):
+        channel.call("call", "echo", [b"x" * (3 * 1024 * 1024)], {}, timeout=0.2)
     assert time.monotonic() - start < 1.0
-    assert pair.channel.failure is None
-    assert pair.channel.call("call", "echo", [1], {}, timeout=5) == [1]
-    busy.join()
+    assert channel.failure is None
+    # The unwritten rest stays queued: the next call sends it first, and the
+    # helper side decodes both requests intact.
+    result: list = []
+    t = threading.Thread(
+        target=lambda: result.append(channel.call("call", "echo", ["next"], {}, timeout=10))
+    )
+    t.start()
+    decoded = []
+    proto = ServerProtocol("t")  # reads the hello still in the buffer first
+    server_sock.settimeout(10)
+    while len(decoded) < 2:
+        decoded += proto.receive_data(server_sock.recv(1 << 20))
+    assert [r.args for r in decoded] == [[b"x" * (3 * 1024 * 1024)], ["next"]]
+    server_sock.sendall(proto.reply_ok(decoded[1].id, ["next"]))
+    t.join(5)
+    assert result == [["next"]]
+    client_sock.close()
+    server_sock.close()
+
+
+def _welcome() -> bytes:
+    proto = ServerProtocol("t")
+    proto.receive_data(ClientProtocol("t").hello())
+    return proto.take_output()
 
 
 def test_idle_workers_take_over_reading_from_a_slow_call(pair):
