@@ -202,7 +202,10 @@ def test_cache_hit_gives_the_same_decisions_as_a_full_load(root, conf, cache_dir
         full = run(conf, *argv, options=("--no-cache",))
         assert first.returncode == second.returncode == full.returncode
         assert second.stderr == full.stderr
-    assert os.listdir(cache_dir)
+    from privsepd.rootwrap_cli import load_cached
+
+    hit = load_cached(cache_dir, conf, "true")
+    assert hit is not None and hit.source == "cache"
 
 
 def test_cache_files_are_root_owned_and_private(root, conf, cache_dir):
@@ -217,8 +220,12 @@ def test_cache_is_invalidated_when_a_filters_file_changes(root, conf, cache_dir)
     assert run(conf, "true", options=opts).returncode == 0
     filters = os.path.join(os.path.dirname(conf), "filters.d", "test.filters")
     text = open(filters).read().replace("true: CommandFilter, /bin/true, root\n", "")
+    from privsepd.rootwrap_cli import load_cached
+
+    assert load_cached(cache_dir, conf, "true") is not None
     with open(filters, "w") as f:
         f.write(text)
+    assert load_cached(cache_dir, conf, "true") is None  # stale: not used
     assert run(conf, "true", options=opts).returncode == 99
 
 
