@@ -466,10 +466,14 @@ def render_filters(proposal: Proposal, run_as: str, header: str = "") -> str:
             for c in [rule.argv0, *cols]
             if "," in c or c != c.strip() or not c or not c.isprintable()
         ]
+        if any(ch in rule.name for ch in ":=[];#") or not rule.name.isprintable():
+            # The rule name is the INI key: a delimiter in it would split the line.
+            bad.insert(0, rule.name)
         if bad:
             out.append(
                 f"# SKIPPED {rule.name}: {bad[0]!r} cannot be written in a .filters column "
-                "(comma, surrounding space or empty); use --format toml"
+                "(comma, surrounding space, empty, or an INI delimiter in the name); "
+                "use --format toml"
             )
             proposal.skipped.append(rule.name)
             continue

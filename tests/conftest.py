@@ -14,8 +14,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REQUIRE_ROOT = os.environ.get("PRIVSEPD_REQUIRE_ROOT") == "1"
+
+# CI gates a landing: its hypothesis runs are derandomized (the same examples
+# every run, no example database), so a red build always reproduces.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def require_root() -> None:

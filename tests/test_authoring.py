@@ -653,6 +653,23 @@ def test_learn_filters_proposal_allows_every_recorded_command_it_could_write(arg
     text = render_filters(proposal, "root")
     skipped = {r for rule in proposal.rules if rule.name in proposal.skipped for r in rule.records}
     assert [r for r in verify(text, "filters", recs) if r not in skipped] == []
+    # A rule may only be skipped for what a .filters column cannot hold.
+    for rule in proposal.rules:
+        if rule.name in proposal.skipped:
+            words = [w for rec in rule.records for w in rec.argv]
+            unwritable = any(
+                "," in w or w != w.strip() or not w or not w.isprintable() for w in words
+            )
+            assert unwritable or any(ch in rule.name for ch in ":=[];#"), rule.name
+
+
+def test_learn_filters_proposal_writes_a_rule_for_plain_commands():
+    recs = [Record(("ip", "link", "set", "eth0", "up"), "1"), Record(("ip", "link"), "2")]
+    proposal = propose(recs)
+    text = render_filters(proposal, "root")
+    assert proposal.skipped == []
+    assert text.count("RegExpFilter, ip, root") == 2
+    assert verify(text, "filters", recs) == []
 
 
 def test_learn_propose_cli_prints_toml_and_review_findings(tmp_path, capsys):
