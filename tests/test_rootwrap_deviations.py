@@ -363,7 +363,8 @@ def test_exec_dirs_from_path_skip_directories_the_caller_can_write(trusted_dir, 
 def test_kill_by_bare_name_through_a_caller_writable_path_dir_is_refused(
     tmp_path, sleeper, monkeypatch
 ):
-    exe, proc = sleeper  # runs from pytest's tmp dir: not root-protected up to /
+    exe, proc = sleeper
+    exe.parent.chmod(0o777)  # a directory the caller could write
     monkeypatch.setenv("PATH", f"{exe.parent}:/usr/bin:/bin")
     b = Both(tmp_path, "k: KillFilter, root, sleepy\n", ["/bin", "/usr/bin"])
     assert b.oslo_runs(["kill", str(proc.pid)])  # oslo trusts whatever $PATH says
