@@ -25,6 +25,16 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+def proc_status(pid: int) -> dict[str, str]:
+    """/proc/PID/status as a dict: the kernel's own word on a process."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+    return out
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         msg = "test needs root (real capabilities, chown, setuid)"

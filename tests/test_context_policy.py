@@ -7,6 +7,7 @@ import os
 import textwrap
 
 import pytest
+from conftest import proc_status
 
 from privsepd import ConstraintError, PolicyError, UnknownFunctionError
 from privsepd.constraints import IntRange
@@ -56,17 +57,9 @@ def started(policy_file):
     return ctx
 
 
-def status_value(pid: int, key: str) -> str:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return line.split()[1]
-    raise KeyError(key)
-
-
 def test_helper_holds_the_capabilities_the_policy_declares(started):
-    assert int(status_value(started.helper_pid, "CapEff"), 16) == 1 << 0  # CAP_CHOWN
-    assert status_value(started.helper_pid, "Uid") == "65534"
+    assert int(proc_status(started.helper_pid)["CapEff"].split()[0], 16) == 1 << 0  # CAP_CHOWN
+    assert proc_status(started.helper_pid)["Uid"].split()[0] == "65534"
 
 
 def test_function_the_policy_lists_runs(started):

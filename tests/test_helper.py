@@ -21,7 +21,7 @@ import threading
 import time
 
 import pytest
-from conftest import require_feature
+from conftest import proc_status, require_feature
 
 from privsepd import (
     ConstraintError,
@@ -105,15 +105,6 @@ def _needs_root(root):
         ctx.stop()
 
 
-def status_of(pid: int) -> dict[str, str]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            out[key] = value.strip()
-    return out
-
-
 def caps(status: dict[str, str], key: str) -> int:
     return int(status[key], 16)
 
@@ -152,7 +143,7 @@ def test_fixture_files_are_reachable_by_the_helper_user(public_dir):
 
 def test_helper_status_shows_exactly_the_declared_capabilities():
     net.start()
-    st = status_of(net.helper_pid)
+    st = proc_status(net.helper_pid)
     assert {k: caps(st, k) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")} == {
         "CapInh": 0,
         "CapPrm": CAP_NET_ADMIN,
@@ -164,7 +155,7 @@ def test_helper_status_shows_exactly_the_declared_capabilities():
 
 def test_helper_has_no_new_privs_set():
     net.start()
-    assert status_of(net.helper_pid)["NoNewPrivs"] == "1"
+    assert proc_status(net.helper_pid)["NoNewPrivs"] == "1"
 
 
 def test_helper_leaves_uid_0_for_an_unprivileged_user_by_default():
@@ -179,7 +170,7 @@ def test_helper_umask_is_0077():
 
 def test_stay_root_is_an_explicit_opt_in_that_keeps_uid_0_with_scoped_caps():
     root_ctx.start()
-    st = status_of(root_ctx.helper_pid)
+    st = proc_status(root_ctx.helper_pid)
     assert st["Uid"].split() == ["0", "0", "0", "0"]
     assert caps(st, "CapEff") == CAP_NET_ADMIN and caps(st, "CapBnd") == CAP_NET_ADMIN
 

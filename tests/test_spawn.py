@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import proc_status
 
 from privsepd import HandshakeError, UnknownFunctionError
 from privsepd.context import Context
@@ -36,23 +37,16 @@ def helper_command(policy: str) -> list[str]:
     return [sys.executable, "-m", "privsepd.cli", "helper", "--policy", policy]
 
 
-def status_value(pid: int, key: str) -> str:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return line.split()[1]
-    raise KeyError(key)
-
-
 def test_spawned_helper_is_scoped_by_policy_and_runs_its_function(policy):
     ctx = Context("t-spawn", helper_command=helper_command(policy))
     try:
         with open("/etc/shadow", "rb") as f:
             expected = sum(1 for _ in f)
         assert ctx._call(OP_CALL, "privsepd.demo:count_lines", ["/etc/shadow"], {}) == expected
-        assert int(status_value(ctx.helper_pid, "CapEff"), 16) == 1 << 2  # CAP_DAC_READ_SEARCH
-        assert status_value(ctx.helper_pid, "Uid") == "65534"
-        assert status_value(ctx.helper_pid, "NoNewPrivs") == "1"
+        st = proc_status(ctx.helper_pid)
+        assert int(st["CapEff"], 16) == 1 << 2  # CAP_DAC_READ_SEARCH
+        assert st["Uid"].split()[0] == "65534"
+        assert st["NoNewPrivs"] == "1"
     finally:
         ctx.stop()
 
