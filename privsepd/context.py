@@ -303,10 +303,14 @@ class Context:
     ) -> Any:
         if _in_helper:
             raise PrivsepError("a helper cannot call its own context over the channel")
-        with self._lock:
-            if self._channel is None or self._channel.failure is not None:
-                self._start_locked()
-            channel, helper = self._channel, self._helper
+        channel, helper = self._channel, self._helper
+        if channel is None or channel.failure is not None:
+            # Slow path only: (re)start under the lock. A healthy channel is
+            # read without it, so concurrent callers do not queue up here.
+            with self._lock:
+                if self._channel is None or self._channel.failure is not None:
+                    self._start_locked()
+                channel, helper = self._channel, self._helper
         try:
             return channel.call(op, name, args, kwargs, timeout or self.timeout)
         except HelperDiedError as exc:
