@@ -115,7 +115,7 @@ class ServedContext:
     """One listening socket and what its helpers are fixed to."""
 
     name: str
-    listener: socket.socket
+    listener: socket.socket | None  # the daemon's socket, or spawn mode's stdin
     peers: PeerPolicy
     spec: HelperSpec
     table: dict[str, Entrypoint]
@@ -123,19 +123,30 @@ class ServedContext:
     runner_factory: Any = None
 
 
-def build_contexts(policy: Any, names: Sequence[str] | None) -> list[tuple[Any, dict]]:
-    from privsepd.context import entrypoint_table
+def served_context(policy: Any, name: str, listener: socket.socket | None) -> ServedContext:
+    """Everything a helper of context ``name`` is fixed to, from root-owned policy.
 
-    chosen = list(names) if names else sorted(policy.contexts)
-    out = []
-    for name in chosen:
-        spec = policy.contexts.get(name)
-        if spec is None:
-            raise PolicyError(f"policy declares no context {name!r}")
-        functions = policy.functions_for(name)
-        table = entrypoint_table(load_entrypoints(functions), functions, log)
-        out.append((spec, table))
-    return out
+    Daemon and spawn mode both build their helpers from this, so the two can
+    never disagree on scope, function table, peers or audit sink.
+    """
+    from privsepd.context import Context, entrypoint_table
+
+    spec = policy.contexts.get(name)
+    if spec is None:
+        raise PolicyError(f"policy declares no context {name!r}")
+    functions = policy.functions_for(name)
+    table = entrypoint_table(load_entrypoints(functions), functions, log)
+    ctx = Context(name)
+    ctx.apply_policy(policy)
+    return ServedContext(
+        name,
+        listener,
+        PeerPolicy.from_spec(spec),
+        HelperSpec(name, ctx.scope(), ctx.limits, ctx.max_workers),
+        table,
+        AuditLog.open(spec.audit),
+        ctx._command_runner_factory,
+    )
 
 
 class Daemon:
@@ -149,36 +160,24 @@ class Daemon:
         max_per_uid: int = MAX_HELPERS_PER_UID,
         max_total: int = MAX_HELPERS,
     ) -> None:
-        from privsepd.context import Context
-
         self.socket_dir = socket_dir
         self.max_per_uid = max_per_uid
         self.max_total = max_total
-        self.served: list[ServedContext] = []
         self.children: dict[int, int] = {}  # helper pid -> peer uid
         os.makedirs(socket_dir, mode=0o755, exist_ok=True)
-        for spec, table in build_contexts(policy, contexts):
-            ctx = Context(spec.name)
-            ctx.apply_policy(policy)
-            path = os.path.join(socket_dir, f"{spec.name}.sock")
+        # Every context is built (and any policy error raised) before a
+        # socket is created.
+        names = list(contexts) if contexts else sorted(policy.contexts)
+        self.served = [served_context(policy, name, None) for name in names]
+        for served in self.served:
+            path = os.path.join(socket_dir, f"{served.name}.sock")
             if os.path.exists(path):
                 os.unlink(path)
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            listener.bind(path)
+            served.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            served.listener.bind(path)
             # Access is decided per connection from SO_PEERCRED, not by mode.
             os.chmod(path, 0o666)
-            listener.listen(64)
-            self.served.append(
-                ServedContext(
-                    spec.name,
-                    listener,
-                    PeerPolicy.from_spec(spec),
-                    HelperSpec(spec.name, ctx.scope(), ctx.limits, ctx.max_workers),
-                    table,
-                    AuditLog.open(spec.audit),
-                    ctx._command_runner_factory,
-                )
-            )
+            served.listener.listen(64)
 
     def serve_forever(self) -> None:
         selector = selectors.DefaultSelector()
@@ -327,17 +326,11 @@ def helper_main(argv: list[str] | None = None) -> int:
     peer = peer_credentials(sock)
     try:
         policy = load_policy(args.policy or DEFAULT_POLICY)
-        ((spec, table),) = build_contexts(policy, [args.context])
-        peers = PeerPolicy.from_spec(spec)
-        if (peers.uids or peers.gids) and not peers.allows(peer):
+        served = served_context(policy, args.context, sock)
+        if (served.peers.uids or served.peers.gids) and not served.peers.allows(peer):
             raise PolicyError(
-                f"peer uid {peer.uid} gid {peer.gid} is not allowed to use context {spec.name!r}"
+                f"peer uid {peer.uid} gid {peer.gid} is not allowed to use context {served.name!r}"
             )
-        from privsepd.context import Context
-
-        ctx = Context(spec.name)
-        ctx.apply_policy(policy)
-        helper_spec = HelperSpec(spec.name, ctx.scope(), ctx.limits, ctx.max_workers)
     except PrivsepError as exc:
         try:
             sock.sendall(ServerProtocol(args.context).reject(str(exc)))
@@ -345,8 +338,4 @@ def helper_main(argv: list[str] | None = None) -> int:
             pass
         print(f"privsepd helper: {exc}", file=sys.stderr)
         return 2
-    audit = AuditLog.open(spec.audit)
-    served = ServedContext(
-        spec.name, sock, peers, helper_spec, table, audit, ctx._command_runner_factory
-    )
     return serve_connection(served, sock, peer)
