@@ -213,16 +213,9 @@ class Context:
         entrypoints = self._table()
         runner_factory = self._command_runner_factory
         audit = AuditLog.open(self.audit_target)
-        name = self.name
-
-        def monitor_factory() -> Monitor:
-            global _in_helper
-            _in_helper = True
-            runner = make_runner(runner_factory, audit)
-            return Monitor(name, entrypoints, runner, audit)
-
+        factory = monitor_factory(self.name, entrypoints, runner_factory, audit)
         self._started_once = True
-        helper = _forker.run(lambda: HelperProcess.fork(spec, monitor_factory, audit))
+        helper = _forker.run(lambda: HelperProcess.fork(spec, factory, audit))
         self._attach(helper, max(self.timeout, 5.0))
 
     def _attach(self, helper: Any, timeout: float) -> None:
@@ -424,7 +417,25 @@ def _policy_runner(index: Any, context: str) -> Callable[[AuditLog], Callable[[l
     return factory
 
 
-def make_runner(factory: Callable[..., Any] | None, audit: AuditLog) -> Any:
+def monitor_factory(
+    name: str,
+    entrypoints: Mapping[str, Entrypoint],
+    runner_factory: Callable[..., Any] | None,
+    audit: AuditLog,
+    peer: dict | None = None,
+) -> Callable[[], Monitor]:
+    """What a freshly forked helper (any mode) calls to build its Monitor."""
+
+    def build() -> Monitor:
+        global _in_helper
+        _in_helper = True
+        runner = _make_runner(runner_factory, audit)
+        return Monitor(name, entrypoints, runner, audit, peer)
+
+    return build
+
+
+def _make_runner(factory: Callable[..., Any] | None, audit: AuditLog) -> Any:
     """Build the helper's command runner; factories may take the audit sink."""
     if factory is None:
         return None

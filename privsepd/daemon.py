@@ -27,7 +27,7 @@ from typing import Any
 
 from privsepd.audit import AuditLog
 from privsepd.errors import PolicyError, PrivsepError
-from privsepd.helper import Entrypoint, HelperSpec, Monitor, _helper_main
+from privsepd.helper import Entrypoint, HelperSpec, _helper_main
 from privsepd.protocol import ServerProtocol
 
 log = logging.getLogger("privsepd.daemon")
@@ -242,15 +242,12 @@ class Daemon:
 
 def serve_connection(served: ServedContext, conn: socket.socket, peer: PeerCredentials) -> int:
     """Scope this process to the context and serve ``conn`` until EOF."""
-    import privsepd.context as context_module
-    from privsepd.context import make_runner
+    from privsepd.context import monitor_factory
 
-    def monitor_factory() -> Monitor:
-        context_module._in_helper = True
-        runner = make_runner(served.runner_factory, served.audit)
-        return Monitor(served.name, served.table, runner, served.audit, _peer(peer))
-
-    return _helper_main(conn, served.spec, monitor_factory, served.audit)
+    factory = monitor_factory(
+        served.name, served.table, served.runner_factory, served.audit, _peer(peer)
+    )
+    return _helper_main(conn, served.spec, factory, served.audit)
 
 
 def _peer(peer: PeerCredentials) -> dict:
