@@ -8,10 +8,13 @@ machine that lacks the feature can never pass by skipping.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -23,6 +26,32 @@ REQUIRE_ROOT = os.environ.get("PRIVSEPD_REQUIRE_ROOT") == "1"
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+def in_child(fn: Callable[[], Any]) -> Any:
+    """Run *fn* in a forked child (it may drop privileges, seccomp, ...) and
+    return its JSON-encodable result; an exception in the child fails the test."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.close(r)
+            try:
+                out = {"ok": fn()}
+            except BaseException as e:
+                out = {"error": repr(e)}
+            os.write(w, json.dumps(out).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    buf = b""
+    while chunk := os.read(r, 65536):
+        buf += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    out = json.loads(buf)
+    assert "error" not in out, out["error"]
+    return out["ok"]
 
 
 def proc_status(pid: int) -> dict[str, str]:

@@ -9,6 +9,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import in_child
 
 from privsepd import HandshakeError, UnknownFunctionError
 from privsepd.context import Context
@@ -73,27 +74,18 @@ def call_as(uid: int, path: str) -> str:
     # Everything is imported before the fork: the Python install under
     # /root is not readable once the child has dropped to ``uid``.
     ctx = Context("t-daemon", socket_path=path)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        os.close(r)
+
+    def connect() -> str:
         try:
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
             lines = ctx._call(OP_CALL, "privsepd.demo:count_lines", ["/etc/shadow"], {})
-            out = f"ok {lines}"
+            return f"ok {lines}"
         except Exception as exc:
-            out = f"{type(exc).__name__}: {exc}"
-        os.write(w, out.encode())
-        os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 4096):
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    return data.decode()
+            return f"{type(exc).__name__}: {exc}"
+
+    return in_child(connect)
 
 
 def test_allowed_peer_gets_a_scoped_helper_that_runs_the_policy_function(daemon):

@@ -6,11 +6,10 @@ import errno
 import json
 import os
 import re
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import require_feature
+from conftest import in_child, require_feature
 
 from privsepd import kernel
 from privsepd.errors import ScopingError
@@ -18,31 +17,6 @@ from privsepd.errors import ScopingError
 X86_64_HEADER = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"
 GENERIC_HEADER = "/usr/include/asm-generic/unistd.h"
 AUDIT_ARCH_I386 = 0x40000003
-
-
-def in_child(fn: Callable[[], Any]) -> Any:
-    """Run *fn* in a forked child (so it may seccomp/close fds freely); return its JSON result."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            try:
-                out = {"ok": fn()}
-            except BaseException as e:
-                out = {"error": repr(e)}
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    buf = b""
-    while chunk := os.read(r, 65536):
-        buf += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    out = json.loads(buf)
-    assert "error" not in out, out["error"]
-    return out["ok"]
 
 
 def run_bpf(prog: list[tuple], nr: int, arch: int) -> int:
