@@ -168,7 +168,7 @@ def oslo_privsep_run():
 
 def bench_execute(base: str, calls: int) -> dict[str, float]:
     from privsepd.context import Context
-    from privsepd.execute import runner_factory
+    from privsepd.helper.execute import runner_factory
     from privsepd.policy.rootwrap import load_policy
 
     conf = os.path.join(base, "rootwrap10.conf")

@@ -26,13 +26,13 @@ from privsepd.errors import (
 
 if TYPE_CHECKING:
     from privsepd.context import Context, in_helper
+    from privsepd.helper.scoping import Landlock
     from privsepd.policy.loader import load_policy
-    from privsepd.scoping import Landlock
 
 _LAZY = {
     "Context": "privsepd.context",
     "in_helper": "privsepd.context",
-    "Landlock": "privsepd.scoping",
+    "Landlock": "privsepd.helper.scoping",
     "load_policy": "privsepd.policy.loader",
 }
 

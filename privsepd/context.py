@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from privsepd.audit import AuditLog
-from privsepd.channel import ClientChannel
+from privsepd.channel.client import ClientChannel
+from privsepd.channel.protocol import OP_CALL, OP_EXEC, OP_PING, ClientProtocol, Limits
 from privsepd.errors import HelperDiedError, PrivsepError
-from privsepd.helper import Entrypoint, HelperProcess, HelperSpec, Monitor
-from privsepd.protocol import OP_CALL, OP_EXEC, OP_PING, ClientProtocol, Limits
+from privsepd.helper.monitor import Entrypoint, HelperProcess, HelperSpec, Monitor
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +54,7 @@ class Context:
         socket_path: str | None = None,
         helper_command: Sequence[str] | None = None,
     ) -> None:
-        from privsepd.scoping import parse_capabilities
+        from privsepd.helper.scoping import parse_capabilities
 
         self.name = name
         self.capabilities = parse_capabilities(capabilities)
@@ -144,7 +144,7 @@ class Context:
         ``execute`` runs only the policy's commands for this context.
         """
         from privsepd.errors import PolicyError
-        from privsepd.scoping import Landlock, parse_capabilities
+        from privsepd.helper.scoping import Landlock, parse_capabilities
 
         spec = policy.contexts.get(self.name)
         if spec is None:
@@ -178,7 +178,7 @@ class Context:
 
     def scope(self) -> Any:
         """The kernel scope the helper will enter (resolved now, at start)."""
-        from privsepd.scoping import Scope, resolve_user
+        from privsepd.helper.scoping import Scope, resolve_user
 
         if self.stay_root:
             uid = gid = None
@@ -409,7 +409,7 @@ class _Both:
 
 def _policy_runner(index: Any, context: str) -> Callable[[AuditLog], Callable[[list, dict], Any]]:
     def factory(audit: AuditLog) -> Callable[[list, dict], Any]:
-        from privsepd.execute import CommandRunner
+        from privsepd.helper.execute import CommandRunner
 
         # The helper's own audit sink: opened before scoping, kept through it.
         return CommandRunner(index, context=context, audit=audit)

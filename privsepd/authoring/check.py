@@ -929,7 +929,7 @@ class Checker:
         except PolicyError as exc:
             self.parse_error(exc, path)
             return
-        from privsepd.authoring_native import lint_fragment
+        from privsepd.authoring.check_native import lint_fragment
 
         lint_fragment(self, frag)
         self.filters.extend(frag.commands.values())
@@ -947,7 +947,7 @@ class Checker:
     def check_filter(self, filt: Filter) -> None:
         kind = filt.kind
         if kind == "NativeCommand":
-            from privsepd.authoring_native import lint_command
+            from privsepd.authoring.check_native import lint_command
 
             lint_command(self, filt)
         elif kind == "CommandFilter":

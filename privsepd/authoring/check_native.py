@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from privsepd.constraints import PathUnder, Regex, Str
 
 if TYPE_CHECKING:
-    from privsepd.authoring_lint import Checker
+    from privsepd.authoring.check import Checker
     from privsepd.policy.filters import Filter
     from privsepd.policy.native import PolicyFragment
 
@@ -68,7 +68,7 @@ def lint_fragment(checker: Checker, frag: PolicyFragment) -> None:
 
 def lint_command(checker: Checker, cmd: Filter) -> None:
     """Findings of one native [[command]] rule."""
-    from privsepd.authoring_lint import (
+    from privsepd.authoring.check import (
         _CATEGORIES,
         _PATH_CATEGORIES,
         _downgrade,

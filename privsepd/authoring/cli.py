@@ -38,7 +38,7 @@ def _dirs(value: str) -> tuple[str, ...]:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from privsepd.authoring_lint import LINT_RULES, SEVERITIES, check_paths
+    from privsepd.authoring.check import LINT_RULES, SEVERITIES, check_paths
 
     if args.list_rules:
         for code, what in LINT_RULES.items():
@@ -119,7 +119,7 @@ def load_for_explain(
     A path ending in ``.conf`` is a rootwrap.conf; anything else goes
     through the native loader (``.toml``/``.filters`` files and drop-in dirs).
     """
-    from privsepd.authoring_lint import DEFAULT_EXEC_DIRS
+    from privsepd.authoring.check import DEFAULT_EXEC_DIRS
     from privsepd.policy.index import FilterIndex
 
     if not configs:
@@ -378,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
     explain.set_defaults(func=_explain)
 
-    from privsepd.authoring_convert import add_parser as add_convert
-    from privsepd.authoring_learn import add_parser as add_learn
+    from privsepd.authoring.convert import add_parser as add_convert
+    from privsepd.authoring.learn import add_parser as add_learn
 
     add_convert(sub)
     add_learn(sub)

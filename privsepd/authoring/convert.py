@@ -240,7 +240,7 @@ def convert_filters(
     filters: Sequence[Filter], exec_dirs: Sequence[str], context: str | None = None
 ) -> Conversion:
     """Convert rules in policy order; see the module docstring for the rules."""
-    from privsepd.authoring_learn import _toml_str, _toml_value
+    from privsepd.authoring.learn import _toml_str, _toml_value
 
     out: list[str] = []
     conv = Conversion("")
@@ -339,7 +339,7 @@ def _write(path: str, text: str) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from privsepd.authoring_lint import DEFAULT_EXEC_DIRS
+    from privsepd.authoring.check import DEFAULT_EXEC_DIRS
     from privsepd.policy.native import parse_policy
     from privsepd.policy.rootwrap import parse_filters
 

@@ -499,7 +499,7 @@ def verify(text: str, fmt: str, records: Sequence[Record]) -> list[Record]:
 
 def review(text: str, fmt: str) -> list:
     """Lint findings on the proposal: what the service did may itself be a hole."""
-    from privsepd.authoring_lint import Checker
+    from privsepd.authoring.check import Checker
 
     checker = Checker(None, ownership=False)
     checker.filters = _rules(text, fmt)
@@ -525,7 +525,7 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _propose(args: argparse.Namespace) -> int:
-    from privsepd.authoring_lint import DEFAULT_EXEC_DIRS
+    from privsepd.authoring.check import DEFAULT_EXEC_DIRS
 
     errors: list[str] = []
     try:

@@ -1,6 +1,6 @@
 """Socket I/O for the channel: the client multiplexer and the helper server.
 
-All protocol decisions live in :mod:`privsepd.protocol`; this module only
+All protocol decisions live in :mod:`privsepd.channel.protocol`; this module only
 moves bytes and threads. Thread hand-offs are the dominant cost of a call
 (a wake-up across CPUs costs tens of microseconds), so both sides avoid them
 on the common path:
@@ -33,14 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from privsepd.errors import (
-    CallTimeout,
-    HelperDiedError,
-    PrivsepError,
-    ProtocolError,
-    exception_from_wire,
-)
-from privsepd.protocol import (
+from privsepd.channel.protocol import (
     OP_EXEC,
     ClientProtocol,
     LogRecord,
@@ -48,6 +41,13 @@ from privsepd.protocol import (
     Request,
     ServerProtocol,
     Welcome,
+)
+from privsepd.errors import (
+    CallTimeout,
+    HelperDiedError,
+    PrivsepError,
+    ProtocolError,
+    exception_from_wire,
 )
 
 RECV_SIZE = 64 * 1024
@@ -592,7 +592,7 @@ class HelperServer:
 
     def _read(self) -> list[Request]:
         """Read until at least one request is complete (reader role held)."""
-        from privsepd.protocol import State
+        from privsepd.channel.protocol import State
 
         while True:
             try:

@@ -19,7 +19,7 @@ from privsepd.errors import PrivsepError
 
 demo = Context("demo")
 
-SHIPPED_POLICY = Path(__file__).resolve().parent.parent / "filters" / "quickstart.toml"
+SHIPPED_POLICY = Path(__file__).resolve().parents[2] / "filters" / "quickstart.toml"
 STATUS_KEYS = ("Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 STATUS_KEYS += ("NoNewPrivs", "Seccomp")
 
@@ -42,7 +42,7 @@ def _status(pid: int) -> dict[str, str]:
 
 
 def _cap_names(mask: str) -> str:
-    from privsepd.kernel import CAPABILITIES
+    from privsepd.helper.kernel import CAPABILITIES
 
     value = int(mask, 16)
     names = [name for name, bit in CAPABILITIES.items() if value >> bit & 1]

@@ -10,25 +10,25 @@ import sys
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from privsepd.demo import run_demo
+    from privsepd.cli.demo import run_demo
 
     return run_demo(args.policy)
 
 
 def _filters(rest: list[str]) -> int:
-    from privsepd.authoring import main as authoring_main
+    from privsepd.authoring.cli import main as authoring_main
 
     return authoring_main(rest)
 
 
 def _serve(rest: list[str]) -> int:
-    from privsepd.daemon import main as daemon_main
+    from privsepd.cli.serve import main as daemon_main
 
     return daemon_main(rest)
 
 
 def _helper(rest: list[str]) -> int:
-    from privsepd.daemon import helper_main
+    from privsepd.cli.serve import helper_main
 
     return helper_main(rest)
 

@@ -498,7 +498,7 @@ def _getlogin() -> str | None:
 
 def _confine_native(caps: frozenset[str]) -> None:
     """In the child, before the uid switch: uid 0 grants nothing, only ``caps`` survive."""
-    from privsepd import kernel
+    from privsepd.helper import kernel
 
     kernel.set_securebits(
         kernel.SECBIT_NOROOT
@@ -514,7 +514,7 @@ def _confine_native(caps: frozenset[str]) -> None:
 
 
 def _raise_ambient(caps: frozenset[str]) -> None:
-    from privsepd import kernel
+    from privsepd.helper import kernel
 
     mask = kernel.cap_mask(caps)
     kernel.capset(mask, mask, mask)
@@ -529,7 +529,7 @@ def run_plan(plan, native: bool) -> int:  # noqa: ANN001
     if not native and _same_identity(plan):
         return _spawn_plain(plan)
     if native:
-        from privsepd import kernel  # noqa: F401 -- load cffi before fork, not in the child
+        from privsepd.helper import kernel  # noqa: F401 -- load cffi before fork, not in the child
 
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -688,7 +688,7 @@ def explain(loaded: Loaded, argv: list[str]) -> int:
         f = decision.filter
         out(f"rule:     {f.source.path}:{f.source.line} {f.source.name} ({f.kind})\n")
     if decision.allowed:
-        from privsepd.execute import plan_for
+        from privsepd.helper.execute import plan_for
 
         plan = plan_for(decision, locale_from=os.environ)
         caps = ",".join(sorted(plan.caps)) if loaded.native else "all (rootwrap INI rule)"
@@ -810,7 +810,7 @@ def _main(execname: str, args: list[str]) -> int:
             _syslog(config, execname, 40, msg)
         _audit(decision="deny", argv=userargs, reason=decision.reason, rc=decision.rc)
         raise _Exit(decision.rc, msg)
-    from privsepd.execute import plan_for
+    from privsepd.helper.execute import plan_for
 
     plan = plan_for(decision, locale_from=os.environ)
     if config is not None:

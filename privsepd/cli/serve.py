@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from privsepd.audit import AuditLog
+from privsepd.channel.protocol import ServerProtocol
 from privsepd.errors import PolicyError, PrivsepError
-from privsepd.helper import Entrypoint, HelperSpec, _helper_main
-from privsepd.protocol import ServerProtocol
+from privsepd.helper.monitor import Entrypoint, HelperSpec, _helper_main
 
 log = logging.getLogger("privsepd.daemon")
 
@@ -303,7 +303,7 @@ def helper_main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("privsepd helper: must be started as root (e.g. through sudo)", file=sys.stderr)
         return 1
-    from privsepd.rootwrap_cli import sudo_leaked_variables
+    from privsepd.cli.rootwrap import sudo_leaked_variables
 
     leaked = sudo_leaked_variables()
     if leaked:

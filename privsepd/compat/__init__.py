@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from privsepd.context import Context
-from privsepd.kernel import CAP_NAMES, CAPABILITIES
+from privsepd.kernel_names import CAP_NAMES, CAPABILITIES
 
 SOCKET_DIR = "/run/privsepd"
 

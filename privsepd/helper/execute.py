@@ -228,7 +228,7 @@ class CommandRunner:
         max_output: int = DEFAULT_MAX_OUTPUT,
         audit: Any = None,
     ) -> None:
-        from privsepd.scoping import parse_capabilities
+        from privsepd.helper.scoping import parse_capabilities
 
         self.index = _index_of(policy, context, exec_dirs)
         self.context = context
@@ -284,7 +284,7 @@ class CommandRunner:
         return plan
 
     def _check_identity(self, plan: ExecPlan) -> None:
-        from privsepd import kernel
+        from privsepd.helper import kernel
 
         need = []
         if plan.uid != os.getuid() or plan.uid != os.geteuid():
@@ -307,7 +307,7 @@ class CommandRunner:
     def _check_capabilities(self, plan: ExecPlan) -> None:
         if not plan.caps:
             return
-        from privsepd import kernel
+        from privsepd.helper import kernel
 
         held = kernel.cap_names(kernel.capget()[1])
         missing = sorted(plan.caps - held)
@@ -427,7 +427,7 @@ def spawn(plan: ExecPlan, input: bytes | None, max_output: int) -> tuple[int, by
 
     start = popen if kwargs or not _posix_spawn_safe() else lambda: _posix_spawn(plan, input)
     if plan.caps:
-        from privsepd.scoping import ambient_capabilities
+        from privsepd.helper.scoping import ambient_capabilities
 
         with ambient_capabilities(plan.caps):
             proc = start()

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 import cffi
 
 from privsepd.errors import ScopingError
+from privsepd.kernel_names import CAP_NAMES, CAPABILITIES, SYSCALLS
 
 ffi = cffi.FFI()
 ffi.cdef(
@@ -53,56 +54,6 @@ libc = ffi.dlopen(None)
 # Capabilities
 # ---------------------------------------------------------------------------
 
-#: Capability numbers from linux/capability.h (0..40 as of Linux 6.x).
-CAPABILITIES: dict[str, int] = {
-    name: number
-    for number, name in enumerate(
-        (
-            "CAP_CHOWN",
-            "CAP_DAC_OVERRIDE",
-            "CAP_DAC_READ_SEARCH",
-            "CAP_FOWNER",
-            "CAP_FSETID",
-            "CAP_KILL",
-            "CAP_SETGID",
-            "CAP_SETUID",
-            "CAP_SETPCAP",
-            "CAP_LINUX_IMMUTABLE",
-            "CAP_NET_BIND_SERVICE",
-            "CAP_NET_BROADCAST",
-            "CAP_NET_ADMIN",
-            "CAP_NET_RAW",
-            "CAP_IPC_LOCK",
-            "CAP_IPC_OWNER",
-            "CAP_SYS_MODULE",
-            "CAP_SYS_RAWIO",
-            "CAP_SYS_CHROOT",
-            "CAP_SYS_PTRACE",
-            "CAP_SYS_PACCT",
-            "CAP_SYS_ADMIN",
-            "CAP_SYS_BOOT",
-            "CAP_SYS_NICE",
-            "CAP_SYS_RESOURCE",
-            "CAP_SYS_TIME",
-            "CAP_SYS_TTY_CONFIG",
-            "CAP_MKNOD",
-            "CAP_LEASE",
-            "CAP_AUDIT_WRITE",
-            "CAP_AUDIT_CONTROL",
-            "CAP_SETFCAP",
-            "CAP_MAC_OVERRIDE",
-            "CAP_MAC_ADMIN",
-            "CAP_SYSLOG",
-            "CAP_WAKE_ALARM",
-            "CAP_BLOCK_SUSPEND",
-            "CAP_AUDIT_READ",
-            "CAP_PERFMON",
-            "CAP_BPF",
-            "CAP_CHECKPOINT_RESTORE",
-        )
-    )
-}
-CAP_NAMES: dict[int, str] = {v: k for k, v in CAPABILITIES.items()}
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -420,89 +371,6 @@ BPF_RET_K = 0x06  # BPF_RET | BPF_K
 _OFF_NR = 0  # struct seccomp_data.nr
 _OFF_ARCH = 4  # struct seccomp_data.arch
 
-#: name -> (x86_64 number, aarch64 number or None when absent there).
-SYSCALLS: dict[str, tuple[int, int | None]] = {
-    "acct": (163, 89),
-    "add_key": (248, 217),
-    "adjtimex": (159, 171),
-    "bpf": (321, 280),
-    "capset": (126, 91),
-    "chroot": (161, 51),
-    "clock_adjtime": (305, 266),
-    "clock_settime": (227, 112),
-    "clone": (56, 220),
-    "clone3": (435, 435),
-    "create_module": (174, None),
-    "delete_module": (176, 106),
-    "execve": (59, 221),
-    "execveat": (322, 281),
-    "fanotify_init": (300, 262),
-    "finit_module": (313, 273),
-    "fsconfig": (431, 431),
-    "fsmount": (432, 432),
-    "fsopen": (430, 430),
-    "fspick": (433, 433),
-    "init_module": (175, 105),
-    "io_uring_enter": (426, 426),
-    "io_uring_register": (427, 427),
-    "io_uring_setup": (425, 425),
-    "ioperm": (173, None),
-    "iopl": (172, None),
-    "ioprio_set": (251, 30),
-    "kcmp": (312, 272),
-    "kexec_file_load": (320, 294),
-    "kexec_load": (246, 104),
-    "keyctl": (250, 219),
-    "lookup_dcookie": (212, 18),
-    "mbind": (237, 235),
-    "memfd_create": (319, 279),
-    "migrate_pages": (256, 238),
-    "mknod": (133, None),
-    "mknodat": (259, 33),
-    "mount": (165, 40),
-    "mount_setattr": (442, 442),
-    "move_mount": (429, 429),
-    "move_pages": (279, 239),
-    "name_to_handle_at": (303, 264),
-    "open_by_handle_at": (304, 265),
-    "open_tree": (428, 428),
-    "perf_event_open": (298, 241),
-    "personality": (135, 92),
-    "pidfd_getfd": (438, 438),
-    "pivot_root": (155, 41),
-    "prctl": (157, 167),
-    "process_vm_readv": (310, 270),
-    "process_vm_writev": (311, 271),
-    "ptrace": (101, 117),
-    "quotactl": (179, 60),
-    "quotactl_fd": (443, 443),
-    "reboot": (169, 142),
-    "request_key": (249, 218),
-    "seccomp": (317, 277),
-    "set_mempolicy": (238, 237),
-    "setdomainname": (171, 162),
-    "setgid": (106, 144),
-    "setgroups": (116, 159),
-    "sethostname": (170, 161),
-    "setns": (308, 268),
-    "setregid": (114, 143),
-    "setresgid": (119, 149),
-    "setresuid": (117, 147),
-    "setreuid": (113, 145),
-    "settimeofday": (164, 170),
-    "setuid": (105, 146),
-    "socket": (41, 198),
-    "swapoff": (168, 225),
-    "swapon": (167, 224),
-    "syslog": (103, 116),
-    "sysfs": (139, None),
-    "umount2": (166, 39),
-    "unshare": (272, 97),
-    "uselib": (134, None),
-    "userfaultfd": (323, 282),
-    "ustat": (136, None),
-    "vhangup": (153, 58),
-}
 
 _ARCHES = {"x86_64": (0, AUDIT_ARCH_X86_64), "aarch64": (1, AUDIT_ARCH_AARCH64)}
 

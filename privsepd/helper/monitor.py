@@ -22,15 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 from privsepd.audit import AuditLog, summarize
-from privsepd.errors import (
-    ConstraintError,
-    DeniedError,
-    PrivsepError,
-    ScopingError,
-    UnknownFunctionError,
-    exception_to_wire,
-)
-from privsepd.protocol import (
+from privsepd.channel.protocol import (
     OP_CALL,
     OP_EXEC,
     OP_PING,
@@ -38,6 +30,14 @@ from privsepd.protocol import (
     Request,
     ServerProtocol,
     check_value,
+)
+from privsepd.errors import (
+    ConstraintError,
+    DeniedError,
+    PrivsepError,
+    ScopingError,
+    UnknownFunctionError,
+    exception_to_wire,
 )
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ def _helper_main(
     audit: AuditLog,
 ) -> int:
     """Scope this freshly forked process, then serve. Returns the exit status."""
-    from privsepd.scoping import enter_scope
+    from privsepd.helper.scoping import enter_scope
 
     protocol = ServerProtocol(spec.context, spec.limits)
     # Signals: the service's handlers make no sense here; the helper ends on
@@ -319,7 +319,7 @@ def _helper_main(
 
 
 def _make_server(sock, protocol, monitor, spec, audit):
-    from privsepd.channel import HelperServer
+    from privsepd.channel.client import HelperServer
 
     def on_violation(reason: str) -> None:
         audit.record(context=spec.context, decision="protocol-violation", error=reason)

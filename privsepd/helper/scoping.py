@@ -30,8 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from privsepd import kernel
 from privsepd.errors import ScopingError
+from privsepd.helper import kernel
 
 __all__ = [
     "SECUREBITS",

@@ -35,7 +35,7 @@ from privsepd.constraints import (
     constraint_from_spec,
 )
 from privsepd.errors import PolicyError
-from privsepd.kernel import CAPABILITIES, SYSCALLS
+from privsepd.kernel_names import CAPABILITIES, SYSCALLS
 from privsepd.policy.filters import Filter, Miss, Source
 
 __all__ = [

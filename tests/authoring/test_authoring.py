@@ -17,9 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from privsepd.authoring import main
-from privsepd.authoring_convert import convert_filters, fullmatch_is_oslo
-from privsepd.authoring_learn import (
+from privsepd.authoring.check import check_paths
+from privsepd.authoring.cli import main
+from privsepd.authoring.convert import convert_filters, fullmatch_is_oslo
+from privsepd.authoring.learn import (
     Record,
     generalise,
     load_records,
@@ -29,12 +30,11 @@ from privsepd.authoring_learn import (
     render_toml,
     verify,
 )
-from privsepd.authoring_lint import check_paths
 from privsepd.policy.index import FilterIndex
 from privsepd.policy.native import parse_policy
 from privsepd.policy.rootwrap import parse_filters
 
-DATA = Path(__file__).parent / "data" / "openstack"
+DATA = Path(__file__).parent.parent / "data" / "openstack"
 
 
 def lint(name: str):

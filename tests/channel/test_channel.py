@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from privsepd.channel import ClientChannel, HelperServer
+from privsepd.channel.client import ClientChannel, HelperServer
+from privsepd.channel.protocol import ClientProtocol, Limits, Request, ServerProtocol
 from privsepd.errors import (
     CallTimeout,
     HandshakeError,
@@ -23,7 +24,6 @@ from privsepd.errors import (
     RemoteError,
     exception_to_wire,
 )
-from privsepd.protocol import ClientProtocol, Limits, Request, ServerProtocol
 
 
 def dispatch(request: Request):

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privsepd.errors import HandshakeError, ProtocolError
-from privsepd.protocol import (
+from privsepd.channel.protocol import (
     MAGIC,
     ClientProtocol,
     FrameDecoder,
@@ -23,6 +22,7 @@ from privsepd.protocol import (
     Welcome,
     encode_frame,
 )
+from privsepd.errors import HandshakeError, ProtocolError
 
 
 def frame(obj) -> bytes:

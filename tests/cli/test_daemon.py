@@ -12,8 +12,8 @@ import pytest
 from conftest import in_child
 
 from privsepd import HandshakeError, UnknownFunctionError
+from privsepd.channel.protocol import OP_CALL
 from privsepd.context import Context
-from privsepd.protocol import OP_CALL
 
 POLICY = """
 [context.t-daemon]
@@ -23,7 +23,7 @@ allow_uids = [65534]
 
 [[function]]
 context = "t-daemon"
-name = "privsepd.demo:count_lines"
+name = "privsepd.cli.demo:count_lines"
 args.path = { path_under = "/etc", must_exist = true }
 """
 
@@ -46,7 +46,7 @@ def daemon(trusted_dir, daemon_args):
         [
             sys.executable,
             "-m",
-            "privsepd.cli",
+            "privsepd.cli.main",
             "serve",
             "--policy",
             policy,
@@ -80,7 +80,7 @@ def call_as(uid: int, path: str) -> str:
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
-            lines = ctx._call(OP_CALL, "privsepd.demo:count_lines", ["/etc/shadow"], {})
+            lines = ctx._call(OP_CALL, "privsepd.cli.demo:count_lines", ["/etc/shadow"], {})
             return f"ok {lines}"
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"

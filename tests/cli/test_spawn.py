@@ -10,8 +10,8 @@ import pytest
 from conftest import proc_status
 
 from privsepd import HandshakeError, UnknownFunctionError
+from privsepd.channel.protocol import OP_CALL
 from privsepd.context import Context
-from privsepd.protocol import OP_CALL
 
 POLICY = """
 [context.t-spawn]
@@ -20,7 +20,7 @@ user = "nobody"
 
 [[function]]
 context = "t-spawn"
-name = "privsepd.demo:count_lines"
+name = "privsepd.cli.demo:count_lines"
 args.path = { path_under = "/etc", must_exist = true }
 """
 
@@ -34,7 +34,7 @@ def policy(trusted_dir):
 
 
 def helper_command(policy: str) -> list[str]:
-    return [sys.executable, "-m", "privsepd.cli", "helper", "--policy", policy]
+    return [sys.executable, "-m", "privsepd.cli.main", "helper", "--policy", policy]
 
 
 def test_spawned_helper_is_scoped_by_policy_and_runs_its_function(policy):
@@ -42,7 +42,7 @@ def test_spawned_helper_is_scoped_by_policy_and_runs_its_function(policy):
     try:
         with open("/etc/shadow", "rb") as f:
             expected = sum(1 for _ in f)
-        assert ctx._call(OP_CALL, "privsepd.demo:count_lines", ["/etc/shadow"], {}) == expected
+        assert ctx._call(OP_CALL, "privsepd.cli.demo:count_lines", ["/etc/shadow"], {}) == expected
         st = proc_status(ctx.helper_pid)
         assert int(st["CapEff"], 16) == 1 << 2  # CAP_DAC_READ_SEARCH
         assert st["Uid"].split()[0] == "65534"

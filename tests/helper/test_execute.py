@@ -14,7 +14,7 @@ import pytest
 
 from privsepd import CallTimeout, DeniedError
 from privsepd.context import Context
-from privsepd.execute import CommandRunner, runner_factory
+from privsepd.helper.execute import CommandRunner, runner_factory
 from privsepd.policy.index import FilterIndex
 from privsepd.policy.loader import load_policy
 from privsepd.policy.rootwrap import parse_filters

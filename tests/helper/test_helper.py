@@ -31,10 +31,10 @@ from privsepd import (
     ProtocolError,
     UnknownFunctionError,
 )
+from privsepd.channel.protocol import OP_CALL, ClientProtocol, encode_frame
 from privsepd.constraints import InterfaceName, IntRange
 from privsepd.context import Context
-from privsepd.protocol import OP_CALL, ClientProtocol, encode_frame
-from privsepd.scoping import Landlock
+from privsepd.helper.scoping import Landlock
 
 CAP_NET_ADMIN = 1 << 12
 CAP_DAC_OVERRIDE = 1 << 1
@@ -328,7 +328,7 @@ def test_oversize_frame_is_refused_by_the_helper():
 
 def test_wrong_protocol_version_is_refused_by_the_forked_helper():
     from privsepd.audit import AuditLog
-    from privsepd.helper import HelperProcess, HelperSpec, Monitor
+    from privsepd.helper.monitor import HelperProcess, HelperSpec, Monitor
 
     spec = HelperSpec("t-raw", net.scope())
     helper = HelperProcess.fork(spec, lambda: Monitor("t-raw", {}), AuditLog())

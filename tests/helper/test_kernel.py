@@ -1,4 +1,4 @@
-"""Tests of privsepd.kernel: tables against the kernel/headers, BPF semantics, raw calls."""
+"""Tests of privsepd.helper.kernel: tables against the kernel/headers, BPF semantics, raw calls."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from conftest import in_child, require_feature
 
-from privsepd import kernel
 from privsepd.errors import ScopingError
+from privsepd.helper import kernel
 
 X86_64_HEADER = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"
 GENERIC_HEADER = "/usr/include/asm-generic/unistd.h"

@@ -1,4 +1,4 @@
-"""Real-kernel tests of privsepd.scoping: real forks, real /proc, no mocks.
+"""Real-kernel tests of privsepd.helper.scoping: real forks, real /proc, no mocks.
 
 Every scoped test forks a child that runs enter_scope() and then a probe; the
 probe's JSON result comes back over a pipe. The child always leaves through
@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from conftest import require_feature
 
-from privsepd import kernel
 from privsepd.errors import ScopingError
-from privsepd.scoping import (
+from privsepd.helper import kernel
+from privsepd.helper.scoping import (
     Landlock,
     Scope,
     ambient_capabilities,

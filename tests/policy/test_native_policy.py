@@ -45,7 +45,7 @@ seccomp_deny = ["mount", "ptrace"]
 
 [[function]]
 context = "demo"
-name = "privsepd.demo:set_mtu"
+name = "privsepd.cli.demo:set_mtu"
 timeout = 5
 args.dev = { ifname = true }
 args.mtu = { int_range = [68, 9000] }
@@ -181,13 +181,13 @@ def test_invalid_toml_error_carries_line():
 
 
 def test_function_constraints_are_built():
-    fn = parse(DEMO).functions["privsepd.demo:set_mtu"]
+    fn = parse(DEMO).functions["privsepd.cli.demo:set_mtu"]
     assert fn.context == "demo" and fn.timeout == 5.0 and fn.strict
     assert fn.constraints == {"dev": InterfaceName(), "mtu": IntRange(68, 9000)}
 
 
 def test_function_constraints_are_read_only():
-    fn = parse(DEMO).functions["privsepd.demo:set_mtu"]
+    fn = parse(DEMO).functions["privsepd.cli.demo:set_mtu"]
     with pytest.raises(TypeError):
         fn.constraints["dev"] = Str()  # type: ignore[index]
 
@@ -417,7 +417,7 @@ def dropins(etc: Path) -> Path:
 def test_load_main_file(etc):
     policy = load_policy([write(etc / "policy.toml", DEMO)])
     assert set(policy.contexts) == {"demo"}
-    assert list(policy.functions_for("demo")) == ["privsepd.demo:set_mtu"]
+    assert list(policy.functions_for("demo")) == ["privsepd.cli.demo:set_mtu"]
     assert policy.files == [str(etc / "policy.toml")]
 
 
@@ -451,7 +451,7 @@ def test_dropin_redefining_context_is_error_naming_both_files(etc):
 def test_dropin_redefining_function_is_error(etc):
     main = write(etc / "policy.toml", DEMO)
     d = dropins(etc)
-    write(d / "x.toml", '[[function]]\ncontext = "demo"\nname = "privsepd.demo:set_mtu"\n')
+    write(d / "x.toml", '[[function]]\ncontext = "demo"\nname = "privsepd.cli.demo:set_mtu"\n')
     with pytest.raises(PolicyError, match="already defined"):
         load_policy([main, str(d)])
 
@@ -567,7 +567,7 @@ def test_filters_dropin_error_names_file(etc):
 
 # --- shipped examples -------------------------------------------------------------
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_examples_load_together(etc):

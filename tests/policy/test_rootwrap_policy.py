@@ -371,7 +371,7 @@ def test_load_policy_reads_conf_and_filters(safe, bindir):
 
 
 def test_shipped_sample_policy_loads_without_errors_and_uses_every_class():
-    root = Path(__file__).resolve().parent.parent / "filters"
+    root = Path(__file__).resolve().parents[2] / "filters"
     config = parse_config((root / "rootwrap.conf").read_text(), "rootwrap.conf")
     assert config.filters_path
     kinds = set()
