@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from privsepd.channel.client import ClientChannel, HelperServer
+from privsepd.channel.client import ClientChannel
 from privsepd.channel.protocol import ClientProtocol, Limits, Request, ServerProtocol
+from privsepd.channel.server import HelperServer
 from privsepd.errors import (
     CallTimeout,
     HandshakeError,
