@@ -202,7 +202,7 @@ def test_cache_hit_gives_the_same_decisions_as_a_full_load(root, conf, cache_dir
         full = run(conf, *argv, options=("--no-cache",))
         assert first.returncode == second.returncode == full.returncode
         assert second.stderr == full.stderr
-    from privsepd.cli.rootwrap import load_cached
+    from privsepd.cli.rootwrap_policy import load_cached
 
     hit = load_cached(cache_dir, conf, "true")
     assert hit is not None and hit.source == "cache"
@@ -220,7 +220,7 @@ def test_cache_is_invalidated_when_a_filters_file_changes(root, conf, cache_dir)
     assert run(conf, "true", options=opts).returncode == 0
     filters = os.path.join(os.path.dirname(conf), "filters.d", "test.filters")
     text = open(filters).read().replace("true: CommandFilter, /bin/true, root\n", "")
-    from privsepd.cli.rootwrap import load_cached
+    from privsepd.cli.rootwrap_policy import load_cached
 
     assert load_cached(cache_dir, conf, "true") is not None
     with open(filters, "w") as f:
@@ -292,7 +292,7 @@ def test_no_command_matches_oslo_rootwrap(root, conf):
 
 
 def test_cache_is_not_built_from_a_policy_edited_after_it_was_parsed(root, conf):
-    from privsepd.cli.rootwrap import build_cache, load_full
+    from privsepd.cli.rootwrap_policy import build_cache, load_full
 
     loaded = load_full(conf)
     filters = os.path.join(os.path.dirname(conf), "filters.d", "test.filters")
