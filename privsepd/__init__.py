@@ -2,7 +2,9 @@
 
 The public surface is small: :class:`Context` (declare a helper and its
 entrypoints), :class:`Landlock` (an optional filesystem sandbox),
-:func:`load_policy` (root-owned TOML / rootwrap policy) and the error types.
+:func:`load_policy` (root-owned TOML / rootwrap policy), the start modes
+(:class:`ForkMode`, :class:`SpawnMode`, :class:`DaemonMode`) and the error
+types.
 Heavier names are imported on first use, so ``privsepd-rootwrap`` (which
 imports this package) starts without loading msgpack or cffi.
 """
@@ -27,6 +29,7 @@ from privsepd.errors import (
 if TYPE_CHECKING:
     from privsepd.context import Context, in_helper
     from privsepd.helper.scoping import Landlock
+    from privsepd.modes import DaemonMode, ForkMode, SpawnMode
     from privsepd.policy.loader import load_policy
 
 _LAZY = {
@@ -34,6 +37,9 @@ _LAZY = {
     "in_helper": "privsepd.context",
     "Landlock": "privsepd.helper.scoping",
     "load_policy": "privsepd.policy.loader",
+    "ForkMode": "privsepd.modes",
+    "SpawnMode": "privsepd.modes",
+    "DaemonMode": "privsepd.modes",
 }
 
 
@@ -52,7 +58,9 @@ __all__ = [
     "CallTimeout",
     "ConstraintError",
     "Context",
+    "DaemonMode",
     "DeniedError",
+    "ForkMode",
     "HandshakeError",
     "HelperDiedError",
     "Landlock",
@@ -61,6 +69,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "ScopingError",
+    "SpawnMode",
     "UnknownFunctionError",
     "UnsafePolicyError",
     "in_helper",

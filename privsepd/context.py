@@ -10,10 +10,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
-import queue
-import shutil
-import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -22,7 +18,8 @@ from privsepd.audit import AuditLog
 from privsepd.channel.client import ClientChannel
 from privsepd.channel.protocol import OP_CALL, OP_EXEC, OP_PING, ClientProtocol, Limits
 from privsepd.errors import HelperDiedError, PrivsepError
-from privsepd.helper.monitor import Entrypoint, HelperProcess, HelperSpec, Monitor
+from privsepd.helper.monitor import Entrypoint, Monitor
+from privsepd.modes import HelperLink, StartMode, mode_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,6 +50,7 @@ class Context:
         command_runner: Callable[[], Callable[[list, dict], Any]] | None = None,
         socket_path: str | None = None,
         helper_command: Sequence[str] | None = None,
+        mode: StartMode | None = None,
     ) -> None:
         from privsepd.helper.scoping import parse_capabilities
 
@@ -70,11 +68,9 @@ class Context:
         self.audit_target = audit
         self.logger = logger or logging.getLogger(f"privsepd.{name}")
         self._command_runner_factory = command_runner
-        # Daemon mode: connect to ``privsepd serve`` instead of forking.
-        self.socket_path = socket_path
-        # Spawn mode: e.g. ["sudo", "privsepd", "helper"]; the helper gets
-        # "--context NAME" and the channel socket as its standard input.
-        self.helper_command = list(helper_command) if helper_command else None
+        # How the helper is reached (privsepd.modes): fork unless the
+        # keywords ask for the daemon (socket_path) or sudo (helper_command).
+        self.mode: StartMode = mode or mode_for(socket_path, helper_command)
         # False runs entrypoints in-process (unit tests of service code, like
         # oslo.privsep's set_client_mode(False)); never use it in production.
         self.client_mode = True
@@ -82,7 +78,7 @@ class Context:
         self._policy_functions: Mapping[str, Any] | None = None
         self._timeouts: dict[str, float | None] = {}
         self._lock = threading.Lock()
-        self._helper: HelperProcess | None = None
+        self._helper: HelperLink | None = None
         self._channel: ClientChannel | None = None
         self._started_once = False
 
@@ -202,67 +198,27 @@ class Context:
                 self._start_locked()
 
     def _start_locked(self) -> None:
+        """Open a helper in this context's mode; keep it only if the handshake passes."""
         self._discard_locked()
-        if self.socket_path is not None:
-            self._connect_locked()
-            return
-        if self.helper_command is not None:
-            self._spawn_locked()
-            return
-        spec = HelperSpec(self.name, self.scope(), self.limits, self.max_workers)
-        entrypoints = self._table()
-        runner_factory = self._command_runner_factory
-        audit = AuditLog.open(self.audit_target)
-        factory = monitor_factory(self.name, entrypoints, runner_factory, audit)
-        self._started_once = True
-        helper = _forker.run(lambda: HelperProcess.fork(spec, factory, audit))
-        self._attach(helper, max(self.timeout, 5.0))
-
-    def _attach(self, helper: Any, timeout: float) -> None:
-        """Handshake over a new helper's socket; keep both only if it succeeds."""
+        helper = self.mode.open(self)
         channel = ClientChannel(
             helper.sock, self.name, ClientProtocol(self.name, self.limits), self.logger
         )
         try:
-            channel.handshake(timeout=timeout)
+            channel.handshake(timeout=max(self.timeout, self.mode.handshake_floor))
         except PrivsepError:
             helper.stop(timeout=1.0)
             raise
         self._helper = helper
         self._channel = channel
 
-    def _spawn_locked(self) -> None:
-        """Spawn mode: run the helper command with the channel as its stdin."""
-        command = [*self.helper_command, "--context", self.name]
-        path = shutil.which(command[0])
-        if path is None:
-            raise HelperDiedError(f"helper command not found: {command[0]}")
-        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            pid = os.posix_spawn(
-                path,
-                command,
-                {"PATH": os.defpath, "LANG": "C.UTF-8"},
-                file_actions=[(os.POSIX_SPAWN_DUP2, child_sock.fileno(), 0)],
-            )
-        except OSError as exc:
-            parent_sock.close()
-            raise HelperDiedError(f"cannot run helper command {command[0]}: {exc}") from None
-        finally:
-            child_sock.close()
-        self._attach(HelperProcess(pid, parent_sock), max(self.timeout, 10.0))
+    def helper_monitor_factory(self, audit: AuditLog) -> Callable[[], Monitor]:
+        """What a helper forked for this context builds its Monitor with.
 
-    def _connect_locked(self) -> None:
-        """Daemon mode: the helper is forked by ``privsepd serve`` per connection."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(self.socket_path)
-        except OSError as exc:
-            sock.close()
-            raise HelperDiedError(
-                f"cannot connect to privsepd daemon at {self.socket_path}: {exc.strerror}"
-            ) from None
-        self._attach(_DaemonLink(sock), max(self.timeout, 5.0))
+        Fixes the function table now: entrypoints registered later are refused.
+        """
+        self._started_once = True
+        return monitor_factory(self.name, self._table(), self._command_runner_factory, audit)
 
     def _discard_locked(self) -> None:
         if self._channel is not None:
@@ -374,25 +330,6 @@ def entrypoint_table(
     return table
 
 
-class _DaemonLink:
-    """Stands in for HelperProcess when the helper belongs to the daemon."""
-
-    pid = None
-    exit_status = None
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-
-    def poll(self, wait: float = 0.0) -> int | None:
-        return None
-
-    def describe_exit(self) -> str:
-        return "daemon helper"
-
-    def stop(self, timeout: float = 1.0) -> None:
-        self.sock.close()
-
-
 class _Both:
     """Code and policy both constrain one argument: both must pass."""
 
@@ -444,52 +381,6 @@ def _make_runner(factory: Callable[..., Any] | None, audit: AuditLog) -> Any:
     except (TypeError, ValueError):
         wants_audit = False
     return factory(audit) if wants_audit else factory()
-
-
-class _Forker:
-    """Forks helpers from a thread that lives as long as the process.
-
-    PR_SET_PDEATHSIG fires when the *thread* that forked the helper exits,
-    not the process: a helper forked from a short-lived worker thread (the
-    first call often comes from one) would be killed when that thread ends.
-    The main thread forks directly; other threads hand the fork to this
-    daemon thread.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def run(self, job: Callable[[], HelperProcess]) -> HelperProcess:
-        if threading.current_thread() is threading.main_thread():
-            return job()
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._serve, name="privsepd-forker", daemon=True
-                )
-                self._thread.start()
-        done = threading.Event()
-        box: list = []
-        self._jobs.put((job, box, done))
-        done.wait()
-        ok, value = box[0]
-        if not ok:
-            raise value
-        return value
-
-    def _serve(self) -> None:
-        while True:
-            job, box, done = self._jobs.get()
-            try:
-                box.append((True, job()))
-            except BaseException as exc:
-                box.append((False, exc))
-            done.set()
-
-
-_forker = _Forker()
 
 
 def in_helper() -> bool:

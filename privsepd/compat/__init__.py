@@ -26,6 +26,7 @@ from typing import Any
 
 from privsepd.context import Context
 from privsepd.kernel_names import CAP_NAMES, CAPABILITIES
+from privsepd.modes import DaemonMode
 
 SOCKET_DIR = "/run/privsepd"
 
@@ -103,7 +104,7 @@ class PrivContext:
 
     def start(self, method: Method = Method.ROOTWRAP) -> None:
         if method is Method.ROOTWRAP and os.geteuid() != 0:
-            self.context.socket_path = os.path.join(SOCKET_DIR, f"{self.cfg_section}.sock")
+            self.context.mode = DaemonMode(os.path.join(SOCKET_DIR, f"{self.cfg_section}.sock"))
         self.context.start()
 
     def stop(self) -> None:
