@@ -12,14 +12,17 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from privsepd.authoring.check_base import CheckState, downgrade, under_world_writable
+from privsepd.authoring.check_programs import CATEGORIES, PATH_CATEGORIES, program_info
+from privsepd.authoring.check_regex import probe_path
 from privsepd.constraints import PathUnder, Regex, Str
+from privsepd.errors import PolicyError
 
 if TYPE_CHECKING:
-    from privsepd.authoring.check import Checker
     from privsepd.policy.filters import Filter
     from privsepd.policy.native import PolicyFragment
 
-__all__ = ["NEAR_ROOT_CAPABILITIES", "lint_command", "lint_fragment"]
+__all__ = ["NEAR_ROOT_CAPABILITIES", "add_native", "lint_command", "lint_fragment"]
 
 # Capabilities that give full root to whoever holds them (see capabilities(7)).
 NEAR_ROOT_CAPABILITIES = {
@@ -36,7 +39,24 @@ NEAR_ROOT_CAPABILITIES = {
 }
 
 
-def lint_fragment(checker: Checker, frag: PolicyFragment) -> None:
+def add_native(checker: CheckState, path: str) -> None:
+    """Lint one native .toml file (its contexts now, its commands in lint_command)."""
+    text = checker.read(path)
+    if text is None:
+        return
+    checker.report.files.append(path)
+    from privsepd.policy.native import parse_policy
+
+    try:
+        frag = parse_policy(text, path)
+    except PolicyError as exc:
+        checker.parse_error(exc, path)
+        return
+    lint_fragment(checker, frag)
+    checker.filters.extend(frag.commands.values())
+
+
+def lint_fragment(checker: CheckState, frag: PolicyFragment) -> None:
     """Context-level findings of one native policy file."""
     for ctx in frag.contexts.values():
         src = ctx.source
@@ -66,28 +86,19 @@ def lint_fragment(checker: Checker, frag: PolicyFragment) -> None:
             )
 
 
-def lint_command(checker: Checker, cmd: Filter) -> None:
+def lint_command(checker: CheckState, cmd: Filter) -> None:
     """Findings of one native [[command]] rule."""
-    from privsepd.authoring.check import (
-        _CATEGORIES,
-        _PATH_CATEGORIES,
-        _downgrade,
-        probe_path,
-        program_info,
-        under_world_writable,
-    )
-
     info = program_info(cmd.exec_path)
-    dangerous = info is not None and info[0] in _PATH_CATEGORIES
+    dangerous = info is not None and info[0] in PATH_CATEGORIES
     base = os.path.basename(cmd.exec_path)
     rest = getattr(cmd, "rest", None)
     if info is not None and isinstance(rest, Str):
         category, example = info
-        severity, attack, fix = _CATEGORIES[category]
+        severity, attack, fix = CATEGORIES[category]
         checker.on(
             cmd,
             "unrestricted-program",
-            _downgrade(severity, cmd.run_as),
+            downgrade(severity, cmd.run_as),
             f"{{rest = true}} lets the caller pass any further arguments to {base} as {cmd.run_as}",
             attack.format(user=cmd.run_as, example=example),
             fix,
@@ -97,7 +108,7 @@ def lint_command(checker: Checker, cmd: Filter) -> None:
         checker.on(
             cmd,
             "unrestricted-program",
-            _downgrade("warning", cmd.run_as),
+            downgrade("warning", cmd.run_as),
             f"{base} with a free pid argument signals any process as {cmd.run_as}",
             "stop other services, or init",
             "use a rootwrap KillFilter naming the target's executable",
@@ -125,7 +136,7 @@ def lint_command(checker: Checker, cmd: Filter) -> None:
         checker.on(
             cmd,
             code,
-            _downgrade("error" if dangerous else "warning", cmd.run_as),
+            downgrade("error" if dangerous else "warning", cmd.run_as),
             f"{which}: {detail}",
             f"{base} runs as {cmd.run_as} on a path the attacker chose",
             "use path_under with the service's own directory (and must_exist where possible)",

@@ -339,7 +339,7 @@ def _write(path: str, text: str) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from privsepd.authoring.check import DEFAULT_EXEC_DIRS
+    from privsepd.authoring.check_base import DEFAULT_EXEC_DIRS
     from privsepd.policy.native import parse_policy
     from privsepd.policy.rootwrap import parse_filters
 

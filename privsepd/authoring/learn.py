@@ -525,7 +525,7 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _propose(args: argparse.Namespace) -> int:
-    from privsepd.authoring.check import DEFAULT_EXEC_DIRS
+    from privsepd.authoring.check_base import DEFAULT_EXEC_DIRS
 
     errors: list[str] = []
     try:
