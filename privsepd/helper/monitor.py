@@ -319,7 +319,7 @@ def _helper_main(
 
 
 def _make_server(sock, protocol, monitor, spec, audit):
-    from privsepd.channel.client import HelperServer
+    from privsepd.channel.server import HelperServer
 
     def on_violation(reason: str) -> None:
         audit.record(context=spec.context, decision="protocol-violation", error=reason)
