@@ -17,6 +17,7 @@ import ipaddress
 import os
 import re
 import stat
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -239,6 +240,16 @@ class DecimalInt(Constraint):
         return self.range._key()
 
 
+def _realpath(path: str, strict: bool) -> str:
+    """os.path.realpath(path, strict=...), which Python 3.9 lacks."""
+    if sys.version_info >= (3, 10):
+        return os.path.realpath(path, strict=strict)
+    real = os.path.realpath(path)
+    if strict:
+        os.stat(path)  # the errors strict= raises: ENOENT, ELOOP, ENOTDIR, EACCES
+    return real
+
+
 class PathUnder(Constraint):
     """An absolute path whose real location is ``prefix`` or inside it.
 
@@ -286,7 +297,7 @@ class PathUnder(Constraint):
         if len(value) > DEFAULT_MAX_LEN:
             return f"longer than {DEFAULT_MAX_LEN} characters", None
         try:
-            real = os.path.realpath(value, strict=self.must_exist)
+            real = _realpath(value, strict=self.must_exist)
             base = os.path.realpath(self.prefix)
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

@@ -45,6 +45,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from privsepd.authoring.check_regex import sre_parser
 from privsepd.errors import PolicyError
 from privsepd.policy.filters import Filter
 
@@ -72,7 +73,7 @@ def _tree(obj: object) -> object:
     data = getattr(obj, "data", None)
     if data is not None:
         return tuple(_tree(x) for x in data)
-    if isinstance(obj, tuple | list):
+    if isinstance(obj, (tuple, list)):
         return tuple(_tree(x) for x in obj)
     return obj
 
@@ -86,8 +87,7 @@ def fullmatch_is_oslo(pattern: str) -> bool:
     a trailing escape (oslo then wants a literal '$').
     """
     try:
-        from re import _parser  # type: ignore[attr-defined]
-
+        _parser = sre_parser()
         base = _parser.parse(pattern)
         oslo = _parser.parse(pattern + "$")
     except Exception:  # noqa: BLE001 - invalid patterns never match: keep rootwrap
@@ -109,8 +109,7 @@ def pure_literal(pattern: str) -> str | None:
     if "(?" in pattern:  # inline flags, lookarounds: not a plain literal
         return None
     try:
-        from re import _parser  # type: ignore[attr-defined]
-
+        _parser = sre_parser()
         tree = _parser.parse(pattern)
     except Exception:  # noqa: BLE001 - not a pattern: not a literal
         return None

@@ -194,7 +194,7 @@ class HelperServer:
         while True:
             try:
                 data = self._sock.recv(RECV_SIZE)
-            except TimeoutError:
+            except socket.timeout:  # TimeoutError from 3.10 on; not on 3.9
                 self._violation(f"no handshake within {self._handshake_timeout:g}s")
                 return []
             except OSError:

@@ -69,7 +69,7 @@ def parse_capabilities(names: Iterable[str]) -> frozenset[str]:
     Raises ValueError naming every unknown entry, so a typo in a context
     declaration can never silently grant or drop the wrong capability.
     """
-    if isinstance(names, str | bytes):
+    if isinstance(names, (str, bytes)):
         raise TypeError("parse_capabilities() takes an iterable of names, not one string")
     out: set[str] = set()
     unknown: list[str] = []
