@@ -38,6 +38,8 @@ MAX_HELPERS_PER_UID = 32
 MAX_HELPERS = 512
 DEFAULT_POLICY = ["/etc/privsepd/policy.toml", "/etc/privsepd/policy.d"]
 _PEERCRED = struct.Struct("3i")
+# Linux's value; PyPy 3.9's socket module lacks the name.
+SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class PeerCredentials:
 
 def peer_credentials(sock: socket.socket) -> PeerCredentials:
     """The connecting process's pid/uid/gid as the kernel recorded them."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, _PEERCRED.size)
     return PeerCredentials(*_PEERCRED.unpack(raw))
 
 

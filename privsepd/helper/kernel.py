@@ -57,6 +57,8 @@ libc = ffi.dlopen(None)
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
+# Linux's (asm-generic) value; PyPy 3.9's os module lacks the name.
+O_PATH = getattr(os, "O_PATH", 0o10000000)
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
 PR_GET_SECCOMP = 21
@@ -323,7 +325,7 @@ def landlock_restrict(read: Iterable[str], write: Iterable[str]) -> int:
     try:
         for path, rights in grants:
             try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                fd = os.open(path, O_PATH | os.O_CLOEXEC)
             except OSError as e:
                 raise ScopingError(f"landlock: cannot open declared path {path!r}: {e}")
             try:

@@ -220,7 +220,8 @@ class HelperProcess:
         # Objects that exist now are shared copy-on-write with the helper;
         # freezing them keeps the collector from touching (and so copying)
         # those pages in either process.
-        gc.freeze()
+        if hasattr(gc, "freeze"):  # CPython only; PyPy's collector has no such knob
+            gc.freeze()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, reported via the socket
             status = 70
@@ -229,7 +230,8 @@ class HelperProcess:
                 status = _helper_main(child_sock, spec, monitor_factory, audit)
             finally:
                 os._exit(status)
-        gc.unfreeze()
+        if hasattr(gc, "unfreeze"):
+            gc.unfreeze()
         child_sock.close()
         return cls(pid, parent_sock)
 

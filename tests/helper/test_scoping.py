@@ -178,7 +178,7 @@ def files(root: None) -> Iterator[dict[str, str]]:
     d = tempfile.mkdtemp(prefix="privsepd-scoping-")
     try:
         os.chmod(d, 0o755)
-        nosuid = bool(os.statvfs(d).f_flag & os.ST_NOSUID)
+        nosuid = bool(os.statvfs(d).f_flag & getattr(os, "ST_NOSUID", 2))
         require_feature(not nosuid, f"{d} is on a nosuid filesystem")
         paths = {
             "dir": d,
