@@ -298,6 +298,7 @@ def _helper_main(
         # The service's working directory is none of the helper's business
         # (and may be somewhere the helper should not hold open): start from /.
         os.chdir("/")
+        _set_title(spec)
         monitor = monitor_factory()
         enter_scope(spec.scope, keep_fds=[sock.fileno(), *audit.fds()])
     except Exception as exc:
@@ -318,6 +319,16 @@ def _helper_main(
     root.setLevel(spec.log_level)
     server.serve_forever()
     return 0
+
+
+def _set_title(spec: HelperSpec) -> None:
+    """``ps`` shows ``privsepd-helper: CONTEXT [CAPS]`` (before any sandbox forbids prctl)."""
+    from privsepd.helper.procinfo import helper_title, set_title
+
+    try:
+        set_title(helper_title(spec.context, spec.scope.capabilities))
+    except OSError:
+        pass  # cosmetic: never a reason to refuse to serve
 
 
 def _make_server(sock, protocol, monitor, spec, audit):
