@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--policy",
         default=None,
-        help="policy declaring the demo context (default: the quickstart.toml shipped in the package)",
+        help="policy declaring the demo context (default: quickstart.toml shipped in the package)",
     )
     demo.set_defaults(func=_demo)
 
