@@ -11,6 +11,9 @@ imports this package) starts without loading msgpack or cffi.
 
 from typing import TYPE_CHECKING, Any
 
+# The one place the version is written; setup.cfg reads it (attr:).
+__version__ = "0.1.0"
+
 from privsepd.errors import (
     CallTimeout,
     ConstraintError,
@@ -55,6 +58,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "__version__",
     "CallTimeout",
     "ConstraintError",
     "Context",

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="privsepd",
         description="Privilege-separation helper and policy tools for Python services.",
     )
+    from privsepd import __version__
+
+    parser.add_argument("--version", action="version", version=f"privsepd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(

@@ -259,12 +259,47 @@ def _peer(peer: PeerCredentials) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from privsepd.policy.loader import load_policy
 
-    parser = argparse.ArgumentParser(prog="privsepd serve")
-    parser.add_argument("--policy", action="append", required=True, help="policy file or dir")
-    parser.add_argument("--socket-dir", default=SOCKET_DIR)
-    parser.add_argument("--context", action="append", help="serve only this context")
-    parser.add_argument("--max-helpers-per-uid", type=int, default=MAX_HELPERS_PER_UID)
-    parser.add_argument("--max-helpers", type=int, default=MAX_HELPERS)
+    parser = argparse.ArgumentParser(
+        prog="privsepd serve",
+        description="Daemon mode: listen on SOCKET_DIR/CONTEXT.sock for every context of the "
+        "policy; authorize each peer by SO_PEERCRED against the context's allow lists and "
+        "serve it from a freshly forked helper scoped to the context. Runs as root.",
+    )
+    parser.add_argument(
+        "--policy",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="root-owned policy file (.toml, .filters, rootwrap.conf) or drop-in directory; "
+        "may repeat, later files add rules and never widen one",
+    )
+    parser.add_argument(
+        "--socket-dir",
+        default=SOCKET_DIR,
+        metavar="DIR",
+        help=f"where the CONTEXT.sock sockets are created (default: {SOCKET_DIR})",
+    )
+    parser.add_argument(
+        "--context",
+        action="append",
+        metavar="NAME",
+        help="serve only this context of the policy; may repeat (default: every context)",
+    )
+    parser.add_argument(
+        "--max-helpers-per-uid",
+        type=int,
+        default=MAX_HELPERS_PER_UID,
+        metavar="N",
+        help="most helpers one peer uid may hold at once; further connections are refused "
+        f"(default: {MAX_HELPERS_PER_UID})",
+    )
+    parser.add_argument(
+        "--max-helpers",
+        type=int,
+        default=MAX_HELPERS,
+        metavar="N",
+        help=f"most helpers in total (default: {MAX_HELPERS})",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="privsepd: %(message)s")
     if os.geteuid() != 0:
@@ -298,9 +333,25 @@ def helper_main(argv: list[str] | None = None) -> int:
     """
     from privsepd.policy.loader import load_policy
 
-    parser = argparse.ArgumentParser(prog="privsepd helper")
-    parser.add_argument("--context", required=True)
-    parser.add_argument("--policy", action="append", help="policy file or dir")
+    parser = argparse.ArgumentParser(
+        prog="privsepd helper",
+        description="Spawn mode: serve one client whose channel socket is standard input, "
+        "as the scoped helper of context NAME from root-owned policy. Started as root "
+        "through one sudoers line by privsepd.Context(..., helper_command=[...]).",
+    )
+    parser.add_argument(
+        "--context",
+        required=True,
+        metavar="NAME",
+        help="the policy context to serve (its capabilities, user, functions, commands)",
+    )
+    parser.add_argument(
+        "--policy",
+        action="append",
+        metavar="PATH",
+        help="root-owned policy file or drop-in directory; may repeat "
+        f"(default: {' and '.join(DEFAULT_POLICY)})",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("privsepd helper: must be started as root (e.g. through sudo)", file=sys.stderr)
