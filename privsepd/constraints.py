@@ -80,11 +80,11 @@ class Constraint:
         """Why ``value`` fails, or None when it passes."""
         raise NotImplementedError
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         raise NotImplementedError
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._key() == self._key()  # type: ignore[attr-defined]
+        return type(other) is type(self) and other._key() == self._key()
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._key()))
@@ -140,7 +140,7 @@ class Regex(Constraint):
             return f"{_show(value)} does not match"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.pattern, self.max_len)
 
 
@@ -169,7 +169,7 @@ class Choice(Constraint):
                 return None
         return f"{_show(value)} is not one of the choices"
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return tuple((type(v).__name__, v) for v in self.values)
 
 
@@ -201,7 +201,7 @@ class IntRange(Constraint):
             return f"{value} is above {self.max}"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.min, self.max)
 
 
@@ -236,7 +236,7 @@ class DecimalInt(Constraint):
             return f"{_show(value)} is not a plain decimal integer"
         return self.range._problem(int(value))
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return self.range._key()
 
 
@@ -311,7 +311,7 @@ class PathUnder(Constraint):
     def _problem(self, value: object) -> str | None:
         return self._resolve(value)[0]
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.prefix, self.must_exist)
 
 
@@ -367,7 +367,7 @@ class IPAddress(Constraint):
             return f"{_show(value)} is not IPv{self.version}"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.version,)
 
 
@@ -412,7 +412,7 @@ class CIDR(Constraint):
             return f"{_show(value)} is not IPv{self.version}"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.version, self.strict)
 
 
@@ -436,7 +436,7 @@ class MAC(Constraint):
             return f"{_show(value)} is not aa:bb:cc:dd:ee:ff"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return ()
 
 
@@ -472,7 +472,7 @@ class InterfaceName(Constraint):
                 return f"{_show(value)} contains {ch!r}"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return ()
 
 
@@ -498,7 +498,7 @@ class Str(Constraint):
             return "contains a NUL byte"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.max_len,)
 
 
@@ -520,7 +520,7 @@ class Bytes(Constraint):
             return f"longer than {self.max_len} bytes"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.max_len,)
 
 
@@ -537,7 +537,7 @@ class Bool(Constraint):
             return f"expected bool, got {_type_name(value)}"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return ()
 
 
@@ -566,7 +566,7 @@ class OneOf(Constraint):
             problems.append(problem)
         return "; ".join(problems)
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return self.constraints
 
 

@@ -47,7 +47,7 @@ class Context:
         max_workers: int = 8,
         audit: str | None = None,
         logger: logging.Logger | None = None,
-        command_runner: Callable[[], Callable[[list, dict], Any]] | None = None,
+        command_runner: Callable[..., Callable[[list[Any], dict[str, Any]], Any]] | None = None,
         socket_path: str | None = None,
         helper_command: Sequence[str] | None = None,
         mode: StartMode | None = None,
@@ -67,7 +67,7 @@ class Context:
         self.max_workers = max_workers
         self.audit_target = audit
         self.logger = logger or logging.getLogger(f"privsepd.{name}")
-        self._command_runner_factory = command_runner
+        self._command_runner_factory: Callable[..., Any] | None = command_runner
         # How the helper is reached (privsepd.modes): fork unless the
         # keywords ask for the daemon (socket_path) or sudo (helper_command).
         self.mode: StartMode = mode or mode_for(socket_path, helper_command)
@@ -248,7 +248,7 @@ class Context:
     # -- calling ------------------------------------------------------------
 
     def _call(
-        self, op: str, name: str, args: Any, kwargs: dict, timeout: float | None = None
+        self, op: str, name: str, args: Any, kwargs: dict[str, Any], timeout: float | None = None
     ) -> Any:
         if _in_helper:
             raise PrivsepError("a helper cannot call its own context over the channel")
@@ -260,6 +260,7 @@ class Context:
                 if self._channel is None or self._channel.failure is not None:
                     self._start_locked()
                 channel, helper = self._channel, self._helper
+        assert channel is not None  # _start_locked set it or raised
         try:
             return channel.call(op, name, args, kwargs, timeout or self.timeout)
         except HelperDiedError as exc:
@@ -268,7 +269,8 @@ class Context:
             raise
 
     def ping(self) -> str:
-        return self._call(OP_PING, "", [], {})
+        reply: str = self._call(OP_PING, "", [], {})
+        return reply
 
     def execute(
         self,
@@ -344,8 +346,10 @@ class _Both:
         return " and ".join(c.describe() for c in self._checks)
 
 
-def _policy_runner(index: Any, context: str) -> Callable[[AuditLog], Callable[[list, dict], Any]]:
-    def factory(audit: AuditLog) -> Callable[[list, dict], Any]:
+def _policy_runner(
+    index: Any, context: str
+) -> Callable[[AuditLog], Callable[[list[Any], dict[str, Any]], Any]]:
+    def factory(audit: AuditLog) -> Callable[[list[Any], dict[str, Any]], Any]:
         from privsepd.helper.execute import CommandRunner
 
         # The helper's own audit sink: opened before scoping, kept through it.
@@ -359,7 +363,7 @@ def monitor_factory(
     entrypoints: Mapping[str, Entrypoint],
     runner_factory: Callable[..., Any] | None,
     audit: AuditLog,
-    peer: dict | None = None,
+    peer: dict[str, Any] | None = None,
 ) -> Callable[[], Monitor]:
     """What a freshly forked helper (any mode) calls to build its Monitor."""
 

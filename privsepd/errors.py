@@ -89,7 +89,7 @@ class ScopingError(PrivsepError):
 
 # ------------------------------------------------------- crossing the channel
 
-_BUILTIN_ALLOWED: dict[str, type[BaseException]] = {
+_BUILTIN_ALLOWED: dict[str, type[Exception]] = {
     cls.__name__: cls
     for cls in (
         ArithmeticError,
@@ -167,12 +167,11 @@ def exception_from_wire(type_name: str, message: str, errno: int | None) -> Exce
         for attr in _STRUCTURED_FIELDS.get(cls, ()):
             setattr(exc, attr, None)
         if cls is PolicyError:
-            exc.reason = message
+            setattr(exc, "reason", message)  # noqa: B010 - PolicyError's own field
         return exc
     builtin = _BUILTIN_ALLOWED.get(type_name)
     if builtin is None:
         return RemoteError(type_name, message)
     if issubclass(builtin, OSError) and errno is not None:
-        exc = builtin(errno, message)
-        return exc
+        return builtin(errno, message)
     return builtin(message)

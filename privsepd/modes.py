@@ -22,7 +22,7 @@ import shutil
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from privsepd.audit import AuditLog
 from privsepd.errors import HelperDiedError
@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 class HelperLink(Protocol):
     """A connected helper as the context sees it, whatever started it."""
 
-    pid: int | None
+    @property
+    def pid(self) -> int | None: ...
+
     sock: socket.socket
 
     def poll(self, wait: float = 0.0) -> int | None: ...
@@ -170,7 +172,7 @@ class _Forker:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def run(self, job: Callable[[], HelperProcess]) -> HelperProcess:
@@ -183,13 +185,14 @@ class _Forker:
                 )
                 self._thread.start()
         done = threading.Event()
-        box: list = []
+        box: list[tuple[bool, Any]] = []
         self._jobs.put((job, box, done))
         done.wait()
         ok, value = box[0]
         if not ok:
             raise value
-        return value
+        helper: HelperProcess = value
+        return helper
 
     def _serve(self) -> None:
         while True:
