@@ -113,3 +113,12 @@ def trusted_dir(root):
             shutil.rmtree(path)
         return
     pytest.fail(f"no root-owned, non-writable base directory among {_TRUSTED_BASES}")
+
+
+# PyPy 3.9's os module has no posix_spawn (nor POSIX_SPAWN_*), which
+# ctx.execute, spawn mode and privsepd-rootwrap use to start programs.
+needs_posix_spawn = pytest.mark.skipif(
+    not hasattr(os, "posix_spawn"),
+    reason="this interpreter's os module has no posix_spawn (PyPy 3.9): ctx.execute, "
+    "spawn mode and privsepd-rootwrap start programs with it",
+)

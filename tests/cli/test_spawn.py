@@ -7,11 +7,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import proc_status
+from conftest import needs_posix_spawn, proc_status
 
 from privsepd import HandshakeError, UnknownFunctionError
 from privsepd.channel.protocol import OP_CALL
 from privsepd.context import Context
+
+pytestmark = needs_posix_spawn
+
 
 POLICY = """
 [context.t-spawn]
