@@ -94,7 +94,8 @@ def test_rootwrap_without_a_command_keeps_oslos_exit_code_98():
 
 def _option_help(help_text: str) -> dict[str, str]:
     """Each option of an argparse --help with the text that explains it."""
-    section = help_text.split("options:\n", 1)[1]
+    # ("optional arguments:" before Python 3.10)
+    section = re.split(r"\n(?:options|optional arguments):\n", help_text, maxsplit=1)[1]
     out: dict[str, str] = {}
     current = None
     for line in section.splitlines():
