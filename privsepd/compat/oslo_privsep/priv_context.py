@@ -15,11 +15,12 @@ constructor's arguments are used.
 
 ``start(Method.FORK)`` forks the scoped helper (the service holds the
 privileges). ``start(Method.ROOTWRAP)`` (the default, also taken on the
-first call) forks too when the service is root; otherwise it spawns
-``<root_helper> privsepd helper --context <name>`` (``helper_command`` if
-configured), or, when ``privsepd_socket_dir`` is set, connects to
-``privsepd serve`` at ``<dir>/<name>.sock``. Either way the helper's
-declaration then comes from root-owned policy, not from this process.
+first call): with ``privsepd_socket_dir`` set, connect to ``privsepd
+serve`` at ``<dir>/<name>.sock``; else with ``helper_command`` set, or when
+the service is not root, spawn ``<root_helper> privsepd helper --context
+<name>`` (``helper_command`` replaces ``<root_helper> privsepd helper``);
+else (root, nothing configured) fork. Spawned and daemon helpers take their
+declaration from root-owned policy, never from this process.
 """
 
 from __future__ import annotations
@@ -392,14 +393,18 @@ class PrivContext:
         # and its records reach the service's loggers by name.
         ctx.log_level = logging.getLogger().getEffectiveLevel()
         ctx.log_sink = _remote.log_sink
-        if method is Method.FORK or os.geteuid() == 0:
-            ctx.mode = ForkMode()
-            return
         socket_dir = self.conf.privsepd_socket_dir or self._socket_dir
-        if socket_dir:
+        if method is Method.FORK or not (
+            socket_dir or self.conf.helper_command or os.geteuid() != 0
+        ):
+            # Root with nothing configured: forking needs no sudo round trip.
+            ctx.mode = ForkMode()
+        elif socket_dir:
             if self.pypath is None:
                 raise AssertionError("privsepd daemon mode requires priv_context pypath")
             self._check_pypath()
+            # One socket per context, named like the context: two contexts
+            # (even in one cfg_section) never share a socket or a helper.
             ctx.mode = DaemonMode(os.path.join(socket_dir, f"{self.name}.sock"))
         else:
             ctx.mode = SpawnMode(self.helper_command()[:-2])
