@@ -22,7 +22,9 @@ try:
     import fixtures
 
     _Base: Any = fixtures.Fixture
-except ImportError:  # pragma: no cover - fixtures comes with oslo's test stack
+    _HAVE_FIXTURES = True
+except ImportError:
+    _HAVE_FIXTURES = False
 
     class _Base:  # type: ignore[no-redef]
         def __init__(self) -> None:
@@ -31,13 +33,13 @@ except ImportError:  # pragma: no cover - fixtures comes with oslo's test stack
         def setUp(self) -> None:
             self._cleanups = []
 
-        def addCleanup(self, fn: Any, *args: Any) -> None:
-            self._cleanups.append((fn, args))
+        def addCleanup(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+            self._cleanups.append((fn, args, kwargs))
 
         def cleanUp(self) -> None:
             while self._cleanups:
-                fn, args = self._cleanups.pop()
-                fn(*args)
+                fn, args, kwargs = self._cleanups.pop()
+                fn(*args, **kwargs)
 
         def __enter__(self) -> Any:
             self.setUp()
@@ -60,19 +62,17 @@ class UnprivilegedPrivsepFixture(_Base):
         super().setUp()
         section = self.context.cfg_section
         if priv_context.cfg is not None:
-            from oslo_config import fixture as cfg_fixture
+            overrides = {"capabilities": [], "user": None, "group": None}
+            overrides.update(self.config_override)
+            if _HAVE_FIXTURES:
+                from oslo_config import fixture as cfg_fixture
 
-            config = cfg_fixture.Config()
-            if hasattr(self, "useFixture"):
-                self.conf = self.useFixture(config).conf
+                self.conf = self.useFixture(cfg_fixture.Config()).conf
             else:
-                config.setUp()
-                self.addCleanup(config.cleanUp)
-                self.conf = config.conf
-            self.conf.set_override("capabilities", [], group=section)
-            for key in ("user", "group"):
-                self.conf.set_override(key, None, group=section)
-            for key, value in self.config_override.items():
+                self.conf = priv_context.cfg.CONF
+                for key in overrides:
+                    self.addCleanup(self.conf.clear_override, key, group=section)
+            for key, value in overrides.items():
                 self.conf.set_override(key, value, group=section)
         self.context._loopback = True
         self.addCleanup(setattr, self.context, "_loopback", False)
