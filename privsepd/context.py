@@ -67,6 +67,10 @@ class Context:
         self.max_workers = max_workers
         self.audit_target = audit
         self.logger = logger or logging.getLogger(f"privsepd.{name}")
+        # Helper log records below this level are not sent (fork mode); a
+        # log_sink, if set, receives the records instead of ``logger``.
+        self.log_level = logging.INFO
+        self.log_sink: Callable[[Any], None] | None = None
         self._command_runner_factory = command_runner
         # How the helper is reached (privsepd.modes): fork unless the
         # keywords ask for the daemon (socket_path) or sudo (helper_command).
@@ -202,7 +206,11 @@ class Context:
         self._discard_locked()
         helper = self.mode.open(self)
         channel = ClientChannel(
-            helper.sock, self.name, ClientProtocol(self.name, self.limits), self.logger
+            helper.sock,
+            self.name,
+            ClientProtocol(self.name, self.limits),
+            self.logger,
+            self.log_sink,
         )
         try:
             channel.handshake(timeout=max(self.timeout, self.mode.handshake_floor))

@@ -61,7 +61,7 @@ class ForkMode:
     handshake_floor = 5.0
 
     def open(self, ctx: Context) -> HelperLink:
-        spec = HelperSpec(ctx.name, ctx.scope(), ctx.limits, ctx.max_workers)
+        spec = HelperSpec(ctx.name, ctx.scope(), ctx.limits, ctx.max_workers, ctx.log_level)
         # The helper's own audit sink, opened before it scopes down.
         audit = AuditLog.open(ctx.audit_target)
         factory = ctx.helper_monitor_factory(audit)
