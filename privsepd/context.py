@@ -43,6 +43,7 @@ class Context:
         timeout: float = 30.0,
         landlock: Any = None,
         seccomp_deny: Iterable[str] = (),
+        files: Any = None,
         limits: Limits | None = None,
         max_workers: int = 8,
         audit: str | None = None,
@@ -63,6 +64,9 @@ class Context:
         self.timeout = timeout
         self.landlock = landlock
         self.seccomp_deny = tuple(seccomp_deny)
+        # Files the helper may read/write despite their mode (privsepd.Files):
+        # a DAC capability confined by Landlock to exactly those paths.
+        self.files = _check_files(files)
         self.limits = limits or Limits()
         self.max_workers = max_workers
         self.audit_target = audit
@@ -156,6 +160,7 @@ class Context:
         else:
             self.landlock = None
         self.seccomp_deny = tuple(sandbox.seccomp_deny)
+        self.files = _check_files(spec.files)
         self._policy_functions = policy.functions_for(self.name)
         for name, fspec in self._policy_functions.items():
             if fspec.timeout is not None:
@@ -176,6 +181,15 @@ class Context:
         """The kernel scope the helper will enter (resolved now, at start)."""
         from privsepd.helper.scoping import Scope, resolve_user
 
+        if self.files is not None and self._command_runner_factory is not None:
+            # Landlock grants no execute right to a files context: every
+            # command would fail with EACCES. Say so before starting.
+            raise PrivsepError(
+                f"context {self.name!r} declares files and commands: a helper confined "
+                "to its declared files cannot execute programs; run the commands from "
+                "another context"
+            )
+
         if self.stay_root:
             uid = gid = None
             groups: tuple[int, ...] = ()
@@ -189,6 +203,7 @@ class Context:
             umask=self.umask,
             landlock=self.landlock,
             seccomp_deny=self.seccomp_deny,
+            files=self.files,
         )
 
     def start(self) -> None:
@@ -291,6 +306,17 @@ class Context:
             OP_EXEC, argv[0] if argv else "", list(argv), kwargs, call_timeout
         )
         return rc, out, err
+
+
+def _check_files(files: Any) -> Any:
+    """``files=`` must be a privsepd.Files (or None); an empty one means none."""
+    if files is None:
+        return None
+    from privsepd.files import Files
+
+    if not isinstance(files, Files):
+        raise TypeError(f"files= takes privsepd.Files(read=[...], write=[...]), got {files!r}")
+    return None if files.empty else files
 
 
 def entrypoint_table(
