@@ -221,8 +221,13 @@ class Context:
         )
         try:
             channel.handshake(timeout=max(self.timeout, self.mode.handshake_floor))
-        except PrivsepError:
+        except PrivsepError as exc:
             helper.stop(timeout=1.0)
+            # A spawned helper (sudo, privsepd helper) explains itself on
+            # stderr; put that in the error rather than "connection reset".
+            detail = getattr(helper, "failure_detail", None)
+            if detail is not None:
+                exc.args = (f"{exc}{detail()}",)
             raise
         self._helper = helper
         self._channel = channel
