@@ -213,3 +213,34 @@ def test_real_sudo_refusal_is_in_the_error(root):
 
     message = in_child(child)
     assert "sudo: a password is required" in message
+
+
+FILES_POLICY = """
+[context.t-spawn-files]
+user = "nobody"
+files = { read = ["/etc/shadow"] }
+
+[[function]]
+context = "t-spawn-files"
+name = "privsepd.cli.demo:count_lines"
+args.path = { path_under = "/etc", must_exist = true }
+"""
+
+
+def test_policy_files_reach_a_spawned_helper_and_confine_it(trusted_dir):
+    path = trusted_dir / "files.toml"
+    path.write_text(FILES_POLICY)
+    path.chmod(0o644)
+    ctx = Context("t-spawn-files", helper_command=helper_command(str(path)))
+    try:
+        with open("/etc/shadow", "rb") as f:
+            expected = sum(1 for _ in f)
+        name = "privsepd.cli.demo:count_lines"
+        assert ctx._call(OP_CALL, name, ["/etc/shadow"], {}) == expected
+        with pytest.raises(PermissionError):
+            ctx._call(OP_CALL, name, ["/etc/passwd"], {})  # world-readable, not declared
+        st = proc_status(ctx.helper_pid)
+        assert int(st["CapEff"], 16) == 1 << 2  # CAP_DAC_READ_SEARCH, from files alone
+        assert st["Seccomp"] == "2"
+    finally:
+        ctx.stop()
