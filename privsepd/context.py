@@ -18,6 +18,7 @@ from privsepd.audit import AuditLog
 from privsepd.channel.client import ClientChannel
 from privsepd.channel.protocol import OP_CALL, OP_EXEC, OP_PING, ClientProtocol, Limits
 from privsepd.errors import HelperDiedError, PrivsepError
+from privsepd.files import Files
 from privsepd.helper.monitor import Entrypoint, Monitor
 from privsepd.modes import HelperLink, StartMode, mode_for
 
@@ -43,7 +44,7 @@ class Context:
         timeout: float = 30.0,
         landlock: Any = None,
         seccomp_deny: Iterable[str] = (),
-        files: Any = None,
+        files: Files | None = None,
         limits: Limits | None = None,
         max_workers: int = 8,
         audit: str | None = None,
@@ -313,12 +314,10 @@ class Context:
         return rc, out, err
 
 
-def _check_files(files: Any) -> Any:
+def _check_files(files: Any) -> Files | None:
     """``files=`` must be a privsepd.Files (or None); an empty one means none."""
     if files is None:
         return None
-    from privsepd.files import Files
-
     if not isinstance(files, Files):
         raise TypeError(f"files= takes privsepd.Files(read=[...], write=[...]), got {files!r}")
     return None if files.empty else files

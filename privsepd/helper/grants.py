@@ -144,6 +144,10 @@ class Grant:
     directory: bool
 
 
+class _Vanished(ScopingError):
+    """A path that was there when the glob was expanded is gone now."""
+
+
 def _untrusted(kind: str, path: str, pattern: str, exc: UnsafePolicyError) -> ScopingError:
     where = getattr(exc, "offending", path)
     owner = getattr(exc, "owner", None)
@@ -171,13 +175,16 @@ def _open_checked(path: str, pattern: str, kind: str, depth: int = 0) -> int:
     except UnsafePolicyError as exc:
         raise _untrusted(kind, path, pattern, exc) from None
     except PolicyError as exc:
-        raise ScopingError(f"files: {pattern!r}: {path}: {exc.reason}") from None
+        gone = not os.path.lexists(parent or "/")
+        raise (_Vanished if gone else ScopingError)(
+            f"files: {pattern!r}: {path}: {exc.reason}"
+        ) from None
     if not name:
         return os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
         fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise ScopingError(f"files: declared {kind} path {path!r} does not exist") from None
+        raise _Vanished(f"files: declared {kind} path {path!r} does not exist") from None
     except OSError as exc:
         raise ScopingError(f"files: cannot open {path!r}: {exc.strerror}") from None
     if not stat.S_ISLNK(os.fstat(fd).st_mode):
@@ -280,8 +287,14 @@ def open_grants(files: Files) -> FileGrants:
     try:
         for kind, patterns in (("write", files.write), ("read", files.read)):
             for pattern in patterns:
+                glob = any(has_glob(part) for part in pattern.split("/"))
                 for path in expand(pattern):
-                    fd = _open_checked(path, pattern, kind)
+                    try:
+                        fd = _open_checked(path, pattern, kind)
+                    except _Vanished:
+                        if not glob:
+                            raise
+                        continue  # matched, then removed (an interface going away)
                     try:
                         real = os.readlink(f"/proc/self/fd/{fd}")
                         directory = stat.S_ISDIR(os.fstat(fd).st_mode)

@@ -618,3 +618,18 @@ def test_landlock_proof_fails_if_the_ruleset_did_not_apply(trusted_dir):
     g = grants.FileGrants(Files(read=[str(trusted_dir)]), confine=True)
     with pytest.raises(ScopingError, match="did not take effect"):
         g.prove_confined()
+
+
+def test_a_glob_match_that_vanished_before_it_was_opened_is_skipped(trusted_dir, monkeypatch):
+    """An interface deleted between expansion and open must not stop the helper."""
+    present, gone = str(trusted_dir / "a"), str(trusted_dir / "b")
+    (trusted_dir / "a").write_text("")
+    monkeypatch.setattr(grants, "expand", lambda pattern: [present, gone])
+    opened = grants.open_grants(Files(write=[f"{trusted_dir}/*"]))
+    try:
+        assert [g.path for _, g in opened.rules] == [present]
+    finally:
+        opened.close()
+    monkeypatch.undo()
+    with pytest.raises(ScopingError, match="does not exist"):
+        grants.open_grants(Files(write=[gone]))
