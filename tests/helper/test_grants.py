@@ -633,3 +633,44 @@ def test_a_glob_match_that_vanished_before_it_was_opened_is_skipped(trusted_dir,
     monkeypatch.undo()
     with pytest.raises(ScopingError, match="does not exist"):
         grants.open_grants(Files(write=[gone]))
+
+
+def test_links_and_symlinks_inside_a_declared_tree_do_not_extend_it(trusted_dir):
+    """The ways to bring an outside file into a writable tree, each refused."""
+    tree, secret = trusted_dir / "tree", trusted_dir / "secret"
+    tree.mkdir()
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    assert os.stat(tree).st_dev == os.stat(secret).st_dev  # else EXDEV proves nothing
+    os.symlink(str(secret), tree / "link")  # as if planted beforehand
+    got = run_helper(
+        Files(write=[str(tree)]),
+        {
+            "write_via_symlink": lambda: open_for_write(str(tree / "link")),
+            "read_via_symlink": lambda: read(str(tree / "link")),
+            "hardlink_in": lambda: os.link(str(secret), str(tree / "hard")),
+            "rename_in": lambda: os.rename(str(secret), str(tree / "moved")),
+        },
+        caps=(),
+    )
+    assert got["results"]["write_via_symlink"] == "EACCES"
+    assert got["results"]["read_via_symlink"] == "EACCES"
+    # Landlock refuses a link or rename that would give the file more rights
+    # than it has where it is (EXDEV: "copy it instead", which reading forbids).
+    assert got["results"]["hardlink_in"] in ("EACCES", "EXDEV")
+    assert got["results"]["rename_in"] in ("EACCES", "EXDEV")
+    assert sorted(os.listdir(tree)) == ["link"]
+    assert secret.read_text() == "s3cret\n"
+
+
+def test_dac_override_alone_hardlinks_a_root_only_file_anywhere(trusted_dir):
+    """Control for the test above: without Landlock the link is made."""
+    secret = trusted_dir / "secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    got = run_helper(
+        None,
+        {"hardlink_in": lambda: os.link(str(secret), str(trusted_dir / "hard"))},
+        caps=("CAP_DAC_OVERRIDE",),
+    )
+    assert got["results"] == {"hardlink_in": "ok"}
