@@ -86,8 +86,9 @@ class Files:
     ``write`` implies read. ``without_landlock`` says what happens on a
     kernel without Landlock (or with a Landlock too old to confine writes,
     ABI < 3): ``"refuse"`` (the default) stops the helper from starting;
-    ``"allow"`` starts it with the DAC capability unconfined, i.e. able to
-    read (and, with ``write``, write) every file on the host. Globs are
+    ``"allow"`` starts it anyway: with no Landlock at all the DAC capability
+    is unconfined, able to read (and, with ``write``, write) every file on
+    the host; with an older Landlock only truncate(2) escapes. Globs are
     expanded when the helper starts: a path created later is not covered
     until the helper is restarted.
     """

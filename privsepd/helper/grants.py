@@ -248,7 +248,9 @@ def landlock_available(files: Files, abi: int) -> bool:
     if abi >= files.landlock_abi_needed:
         return True
     if files.without_landlock == "allow":
-        return False
+        # Accepted: confine what this kernel can (an ABI 1-2 Landlock still
+        # confines opens, only truncate(2) escapes it), or nothing at all.
+        return abi >= 1
     cap = ", ".join(sorted(files.capabilities))
     have = "has no Landlock (or it is disabled)" if abi < 1 else f"has Landlock ABI {abi}"
     raise ScopingError(
