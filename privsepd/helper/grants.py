@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from privsepd.errors import PolicyError, ScopingError, UnsafePolicyError
 from privsepd.files import Files, has_glob, matches_component
 from privsepd.helper import kernel
+from privsepd.policy.trust import check_trusted
 
 __all__ = ["MAX_GRANTS", "SIDE_DOOR_SYSCALLS", "FileGrants", "expand", "open_grants"]
 
@@ -163,8 +164,6 @@ def _untrusted(kind: str, path: str, pattern: str, exc: UnsafePolicyError) -> Sc
 
 def _open_checked(path: str, pattern: str, kind: str, depth: int = 0) -> int:
     """O_PATH fd of what *path* names, after checking nobody but root can swap it."""
-    from privsepd.policy.trust import check_trusted
-
     if depth > _MAXSYMLINKS:
         raise ScopingError(f"files: {path!r} (declared as {pattern!r}): too many symlinks")
     parent, _, name = path.rpartition("/")

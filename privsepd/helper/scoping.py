@@ -179,6 +179,9 @@ class Scope:
             object.__setattr__(self, "files", None)
         if self.files is not None:
             caps |= self.files.capabilities
+            # Imported here, in the service: a forked helper then finds it
+            # loaded instead of importing it (and the policy package) anew.
+            import privsepd.helper.grants  # noqa: F401
         object.__setattr__(self, "capabilities", caps)
         if self.uid is not None and self.gid is None:
             # Dropping the uid but keeping gid 0 would leave root-group access.
