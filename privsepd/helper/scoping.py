@@ -468,10 +468,12 @@ def enter_scope(scope: Scope, keep_fds: Iterable[int] = ()) -> None:
         securebits = _step("read_securebits", kernel.get_securebits)
         # 10. Seccomp last: its deny list may include calls the steps above
         #     needed (prctl, setresuid, capset).
-        if scope.seccomp_deny:
-            _step("seccomp", kernel.seccomp_install_deny, scope.seccomp_deny)
+        #     The files side-door filter goes first: a deny list may hold
+        #     prctl itself.
         if grants is not None:
             _step("files_seccomp", grants.install_side_door_filter)
+        if scope.seccomp_deny:
+            _step("seccomp", kernel.seccomp_install_deny, scope.seccomp_deny)
         # 11. Trust nothing above: read back what the kernel says and refuse
         #     to serve if it differs from the declaration.
         report = _step("read_scope", lambda: _parse_status(_read_fd(status_fd), securebits))

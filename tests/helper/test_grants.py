@@ -27,6 +27,7 @@ from privsepd import Files
 from privsepd.context import Context
 from privsepd.errors import PrivsepError, ScopingError
 from privsepd.helper import grants, kernel
+from privsepd.helper.scoping import Landlock
 
 NOBODY = 65534
 CLONE_NEWNS = 0x00020000
@@ -118,6 +119,7 @@ def run_helper(
     netns: str | None = None,
     before: Callable[[], Any] | None = None,
     after: Callable[[], Any] | None = None,
+    **context: Any,
 ) -> dict[str, Any]:
     """Start a helper with *files* in a child (inside *netns*), run each probe in it.
 
@@ -130,7 +132,7 @@ def run_helper(
             enter_netns(netns)
         if before is not None:
             before()
-        ctx = Context(f"t-files-{next(_names)}", list(caps), files=files)
+        ctx = Context(f"t-files-{next(_names)}", list(caps), files=files, **context)
 
         @ctx.entrypoint
         def probe(name: str) -> str:
@@ -675,3 +677,27 @@ def test_dac_override_alone_hardlinks_a_root_only_file_anywhere(trusted_dir):
         caps=("CAP_DAC_OVERRIDE",),
     )
     assert got["results"] == {"hardlink_in": "ok"}
+
+
+def test_files_combine_with_a_deny_list_that_holds_prctl():
+    got = run_helper(
+        Files(read=["/etc/hostname"]),
+        {"hostname": lambda: read("/etc/hostname"), "shadow": lambda: read("/etc/shadow")},
+        caps=(),
+        seccomp_deny=["prctl", "mount"],
+    )
+    assert got["results"] == {"hostname": "ok", "shadow": "EACCES"}
+
+
+def test_files_and_a_landlock_sandbox_stack_a_path_must_be_in_both(trusted_dir):
+    both, files_only = trusted_dir / "both", trusted_dir / "files-only"
+    for path in (both, files_only):
+        path.write_text("x\n")
+        path.chmod(0o600)
+    got = run_helper(
+        Files(read=[str(both), str(files_only)]),
+        {"both": lambda: read(str(both)), "files_only": lambda: read(str(files_only))},
+        caps=(),
+        landlock=Landlock(read=(str(both),)),
+    )
+    assert got["results"] == {"both": "ok", "files_only": "EACCES"}
