@@ -533,16 +533,17 @@ def test_files_and_commands_in_one_context_are_refused():
 # ---------------------------------------------------------------------------
 
 
-def hide_landlock() -> None:
-    """Make this process's kernel look like one without Landlock (ENOSYS).
+def hide_landlock(err: int = errno.ENOSYS) -> None:
+    """Make this process's kernel look like one without Landlock.
 
     A seccomp filter answers the three Landlock system calls with ENOSYS,
-    which is exactly what a kernel built without Landlock returns. Children
-    (the helper) inherit it.
+    which is exactly what a kernel built without Landlock returns (or
+    EOPNOTSUPP: Landlock built in but disabled at boot). Children (the
+    helper) inherit it.
     """
     arch = kernel.native_arch()
     audit = kernel._ARCHES[arch][1]
-    enosys = kernel.SECCOMP_RET_ERRNO | errno.ENOSYS
+    enosys = kernel.SECCOMP_RET_ERRNO | err
     prog: list[tuple] = [
         (kernel.BPF_LD_W_ABS, 0, 0, 4),
         (kernel.BPF_JEQ_K, 1, 0, audit),
@@ -565,8 +566,9 @@ def hide_landlock() -> None:
     assert kernel.landlock_abi() == 0
 
 
-def test_without_landlock_the_helper_refuses_to_start_and_says_how_to_accept():
-    got = run_helper(MTU_WRITE, {}, before=hide_landlock)
+@pytest.mark.parametrize("err", [errno.ENOSYS, errno.EOPNOTSUPP], ids=["absent", "disabled"])
+def test_without_landlock_the_helper_refuses_to_start_and_says_how_to_accept(err):
+    got = run_helper(MTU_WRITE, {}, before=lambda: hide_landlock(err))
     error = got["start_error"]
     assert "no Landlock" in error
     assert 'without_landlock = "allow"' in error
