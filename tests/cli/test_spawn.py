@@ -81,9 +81,12 @@ def test_helper_command_refuses_a_stdin_that_is_not_a_socket(root):
 # --- sudo, its secure_path, and what a failed start says ------------------------
 
 SECURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The fake's secure_path leaves out /usr/local, where a system-wide pip
+# install would put privsepd (and so hide the failure the fake stands for).
+FAKE_SECURE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 FAKE_SUDO = f"""#!/bin/sh
 # Stands in for sudo where it is not installed: skips -n, then runs the
-# program with a reset environment and PATH={SECURE_PATH}, as sudo's
+# program with a reset environment and PATH={FAKE_SECURE_PATH}, as sudo's
 # env_reset and secure_path do (and says so on stderr when it fails).
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -93,7 +96,7 @@ while [ $# -gt 0 ]; do
         *) break ;;
     esac
 done
-exec /usr/bin/env -i PATH={SECURE_PATH} "$@"
+exec /usr/bin/env -i PATH={FAKE_SECURE_PATH} "$@"
 """
 
 
@@ -111,7 +114,7 @@ def fake_sudo(tmp_path, monkeypatch):
 
 def test_the_fake_sudo_does_not_find_privsepd_by_name(fake_sudo):
     """Control: with the name passed through, the program is not found (the old failure)."""
-    assert not os.path.exists("/usr/local/bin/privsepd"), "privsepd on secure_path: control moot"
+    assert shutil.which("privsepd", path=FAKE_SECURE_PATH) is None, "control moot"
     proc = subprocess.run([fake_sudo, "-n", "privsepd", "helper"], capture_output=True, text=True)
     assert proc.returncode == 127
     assert "privsepd" in proc.stderr and "No such file" in proc.stderr
