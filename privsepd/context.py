@@ -185,7 +185,9 @@ class Context:
         if self.files is not None and self._command_runner_factory is not None:
             # Landlock grants no execute right to a files context: every
             # command would fail with EACCES. Say so before starting.
-            raise PrivsepError(
+            from privsepd.errors import PolicyError
+
+            raise PolicyError(
                 f"context {self.name!r} declares files and commands: a helper confined "
                 "to its declared files cannot execute programs; run the commands from "
                 "another context"

@@ -25,7 +25,7 @@ from conftest import in_child, proc_status, require_feature
 
 from privsepd import Files
 from privsepd.context import Context
-from privsepd.errors import PrivsepError, ScopingError
+from privsepd.errors import PolicyError, PrivsepError, ScopingError
 from privsepd.helper import grants, kernel
 from privsepd.helper.scoping import Landlock
 
@@ -524,7 +524,7 @@ def test_an_interface_created_after_start_is_covered_only_after_a_restart(netns)
 
 def test_files_and_commands_in_one_context_are_refused():
     ctx = Context("t-files-cmd", files=MTU_WRITE, command_runner=lambda: lambda argv, kw: None)
-    with pytest.raises(PrivsepError, match="cannot execute programs"):
+    with pytest.raises(PolicyError, match="cannot execute programs"):
         ctx.start()
 
 
