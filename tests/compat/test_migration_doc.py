@@ -34,9 +34,6 @@ ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "migration.md"
 EXAMPLE = ROOT / "docs" / "examples" / "migration"
 CONTEXT = "myagent.privileged.default"
-# Flip to True once the declared-file-access branch (privsepd.Files,
-# TOML ``files = {...}``) is merged: test_files_declaration_* then run.
-FILES_MERGED = False
 
 
 def _snippets() -> list[str]:
@@ -212,7 +209,6 @@ def test_the_rootwrap_client_runs_the_converted_command(policy_dir):
     assert result["mtu"] == 1300
 
 
-@pytest.mark.skipif(not FILES_MERGED, reason="needs privsepd.Files (engineer 'files' branch)")
 def test_files_declaration_loads_from_policy(trusted_dir):
     target = trusted_dir / "files.toml"
     shutil.copy(EXAMPLE / "etc/privsepd/files-example.toml", target)
@@ -221,7 +217,6 @@ def test_files_declaration_loads_from_policy(trusted_dir):
     assert "myagent.privileged.tap" in policy.contexts
 
 
-@pytest.mark.skipif(not FILES_MERGED, reason="needs privsepd.Files (engineer 'files' branch)")
 def test_files_declaration_opens_a_0600_root_tun_device(trusted_dir):
     require_root()
     tun = trusted_dir / "tun"
