@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import proc_status
+from conftest import proc_status, require_feature
 
 from privsepd import HandshakeError, HelperDiedError, UnknownFunctionError
 from privsepd.channel.protocol import OP_CALL
@@ -176,8 +176,7 @@ def test_a_chatty_helper_never_blocks_on_its_output_pipe(fake_sudo):
 
 def _real_sudo() -> str:
     sudo = shutil.which("sudo", path=SECURE_PATH)
-    if sudo is None:
-        pytest.skip("sudo is not installed; the fake sudo above covers secure_path")
+    require_feature(sudo is not None, "sudo is not installed (.ci/run installs it)")
     return sudo
 
 
