@@ -361,13 +361,37 @@ def test_world_writable_filters_dir_is_refused(safe):
         load_filters([str(d)])
 
 
-def test_load_policy_reads_conf_and_filters(safe, bindir):
+def test_load_policy_reads_conf_and_filters(safe):
+    bindir = safe / "bin"
+    bindir.mkdir(mode=0o755)
+    os.symlink("/bin/true", bindir / "echo")
     d = safe / "rootwrap.d"
     d.mkdir(mode=0o755)
     _write(d / "a.filters", "[Filters]\necho: CommandFilter, echo, root\n")
     conf = _write(safe / "rootwrap.conf", f"[DEFAULT]\nfilters_path={d}\nexec_dirs={bindir}\n")
     policy = load_policy(str(conf))
     assert policy.match(["echo", "hi"]).command == (f"{bindir}/echo", "hi")
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o757], ids=["world", "group", "other"])
+def test_load_policy_does_not_search_an_exec_dir_others_can_write(safe, mode):
+    planted = safe / "planted"
+    planted.mkdir()
+    planted.chmod(mode)
+    fake = planted / "id"
+    fake.write_text("#!/bin/sh\necho attacker code\n")
+    fake.chmod(0o755)
+    d = safe / "rootwrap.d"
+    d.mkdir(mode=0o755)
+    _write(d / "a.filters", "[Filters]\nid: CommandFilter, id, root\n")
+    conf = _write(
+        safe / "rootwrap.conf", f"[DEFAULT]\nfilters_path={d}\nexec_dirs={planted},/usr/bin,/bin\n"
+    )
+    policy = load_policy(str(conf))
+    assert str(planted) not in policy.config.exec_dirs
+    assert policy.match(["id"]).executable in ("/usr/bin/id", "/bin/id")
+    (warning,) = [w for w in policy.warnings if w.code == "untrusted-exec-dir"]
+    assert str(planted) in warning.message and "writable" in warning.message
 
 
 def test_shipped_sample_policy_loads_without_errors_and_uses_every_class():
