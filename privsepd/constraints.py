@@ -110,7 +110,9 @@ class Regex(Constraint):
     ``fullmatch`` must consume the entire value, so ``'[a-z]+$'`` does not
     admit ``'abc\\n'`` as oslo.rootwrap's ``re.match(pattern + '$')`` does.
     Values longer than ``max_len`` are refused before matching, which bounds
-    the cost of a backtracking pattern on hostile input.
+    the cost of a backtracking pattern on hostile input. Classes are ASCII
+    (``re.ASCII``): ``\\d`` is ``[0-9]``, not also ``'١٢٣'`` or ``'１２'``, which
+    ``int()`` and many programs read as digits too.
     """
 
     __slots__ = ("pattern", "max_len", "_compiled")
@@ -119,7 +121,7 @@ class Regex(Constraint):
         if type(pattern) is not str:
             raise PolicyError(f"regex pattern must be a string, got {pattern!r}")
         try:
-            self._compiled = re.compile(pattern)
+            self._compiled = re.compile(pattern, re.ASCII)
         except re.error as exc:
             raise PolicyError(f"invalid regex {pattern!r}: {exc}") from None
         self.pattern = pattern

@@ -88,6 +88,18 @@ def test_regex_dollar_does_not_admit_trailing_newline():
     assert not passes(Regex("[a-z]+$"), "abc\n")
 
 
+@pytest.mark.parametrize("value", ["\u0661\u0662\u0663", "\uff11\uff12", "\u0967"])
+def test_regex_digit_class_is_ascii_only(value):
+    assert not passes(Regex(r"\d+"), value)
+    assert passes(Regex(r"\d+"), "123")
+
+
+def test_regex_word_class_and_ignorecase_are_ascii_only():
+    assert not passes(Regex(r"\w+"), "caf\u00e9")
+    assert not passes(Regex(r"(?i)k"), "\u212a")  # KELVIN SIGN folds to k in Unicode mode
+    assert passes(Regex(r"(?i)k"), "K")
+
+
 def test_regex_rejects_non_str():
     assert not passes(Regex(".*"), b"abc")
     assert not passes(Regex(".*"), 1)

@@ -90,6 +90,7 @@ SIGNAL_BASE = 128
 DEVIATIONS = frozenset(
     {
         "regex-anchor",  # oslo's pattern+'$' admits a trailing newline, escapes via '|', ...
+        "regex-unicode",  # \d admits '١٢٣' and '１２', \w any letter, \s any space
         "path-prefix",  # oslo's string prefix: base /data admits /data2
         "path-unresolved",  # realpath left '..' or a symlink in the path (loop)
         "chain-path",  # chained command given as a path; oslo checks its basename only
@@ -305,9 +306,9 @@ def _oslo_regex(pattern: str, arg: str) -> bool:
         return False
 
 
-def _full_regex(pattern: str, arg: str) -> bool:
+def _full_regex(pattern: str, arg: str, flags: int = 0) -> bool:
     try:
-        return re.fullmatch(pattern, arg) is not None
+        return re.fullmatch(pattern, arg, flags) is not None
     except re.error:
         return False
 
@@ -324,6 +325,12 @@ def _regex_args(filt: Filter, argv: Sequence[str], strict: bool) -> Miss | None:
                 "regex-anchor",
                 f"argument {i} {arg!r} matches {pattern!r}+'$' only through oslo's "
                 "loose anchoring (trailing newline, top-level '|', inline flags)",
+            )
+        if strict and not _full_regex(pattern, arg, re.ASCII):
+            return Miss(
+                "regex-unicode",
+                f"argument {i} {arg!r} matches {pattern!r} only with Unicode classes "
+                "(\\d, \\w, \\s admit non-ASCII digits, letters, spaces)",
             )
     return None
 
