@@ -329,3 +329,53 @@ def test_command_gets_default_signals_and_an_empty_mask_whatever_the_caller_set(
     for sig in (signal.SIGTERM, signal.SIGHUP):
         assert not ignored & (1 << (sig - 1)), sig
     assert blocked == 0
+
+
+# --- exec_dirs trust at run time -------------------------------------------------------
+
+
+@pytest.fixture
+def planted_conf(trusted_dir):
+    """exec_dirs = [tools, /usr/bin, /bin]; tools/id is a script that says who runs it."""
+    tools = trusted_dir / "tools"
+    tools.mkdir(mode=0o755)
+    planted = tools / "id"
+    planted.write_text("#!/bin/sh\necho planted code ran as $(/usr/bin/id -u)\n")
+    planted.chmod(0o755)
+    filters = trusted_dir / "filters.d"
+    filters.mkdir(mode=0o755)
+    (filters / "id.filters").write_text("[Filters]\nid: CommandFilter, id, root\n")
+    conf = trusted_dir / "rootwrap.conf"
+    conf.write_text(f"[DEFAULT]\nfilters_path={filters}\nexec_dirs={tools},/usr/bin,/bin\n")
+    for p in (filters / "id.filters", conf):
+        p.chmod(0o644)
+    return str(conf), tools
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777], ids=["0777", "group-0775", "sticky-1777"])
+def test_exec_dir_others_can_write_is_not_searched(root, planted_conf, mode):
+    conf, tools = planted_conf
+    tools.chmod(mode)
+    for options in (("--no-cache",), ("--cache-dir", str(tools.parent / "cache"))):
+        result = run(conf, "id", "-u", options=options)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"0\n", result.stdout  # the real id, not the planted script
+
+
+def test_exec_dir_made_writable_after_the_cache_was_built_is_not_searched(root, planted_conf):
+    conf, tools = planted_conf
+    opts = ("--cache-dir", str(tools.parent / "cache"))
+    assert run(conf, "id", options=opts).stdout == b"planted code ran as 0\n"  # trusted: used
+    from privsepd.cli.rootwrap_policy import load_cached
+
+    assert load_cached(str(tools.parent / "cache"), conf, "id") is not None
+    tools.chmod(0o777)
+    result = run(conf, "id", "-u", options=opts)
+    assert result.stdout == b"0\n", result.stdout
+
+
+def test_trusted_exec_dir_is_searched_first(root, planted_conf):
+    conf, _ = planted_conf
+    result = run(conf, "id", options=("--no-cache",))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"planted code ran as 0\n"
