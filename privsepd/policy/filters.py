@@ -106,6 +106,9 @@ DEVIATIONS = frozenset(
     }
 )
 
+#: ``run_as`` of a native rule that names none: whoever runs it (see NativeCommand).
+RUN_AS_HELPER = "<helper>"
+
 # Variables that change how a root process loads code or resolves names.
 _DANGEROUS_ENV = frozenset(
     {
@@ -175,10 +178,11 @@ class Miss(NamedTuple):
 
 
 def _realpath(path: str) -> str:
-    """os.path.realpath, '' when the cwd is gone (as oslo does)."""
+    """os.path.realpath, '' when the cwd is gone (as oslo does) or a racing swap
+    makes realpath's own readlink fail (EINVAL): no path, no match."""
     try:
         return os.path.realpath(path)
-    except FileNotFoundError:
+    except OSError:
         return ""
 
 
@@ -362,7 +366,8 @@ class RegExpFilter(Filter):
 class PathFilter(Filter):
     """Per-argument constraints: 'pass', an exact string, or an absolute base dir.
 
-    Path arguments are replaced by their realpath in the executed command.
+    Path arguments are replaced by their realpath in the executed command,
+    and the executor pins them (``path_arguments``, :mod:`privsepd.paths`).
     """
 
     kind = "PathFilter"
@@ -409,6 +414,14 @@ class PathFilter(Filter):
         # resolution that a symlink swap in between could redirect.
         _checked_paths.last = (self, tuple(argv), {i: real for i, _, real in reals})
         return None
+
+    def path_arguments(self, argv: Sequence[str]) -> dict[int, tuple[str, bool]]:
+        """argv positions with a base directory: (base, must_exist), for pinning."""
+        return {
+            i: (c.rstrip("/") or "/", False)
+            for i, c in enumerate(self.args, 1)
+            if os.path.isabs(c) and i < len(argv)
+        }
 
     def command(self, argv: Sequence[str], executable: str) -> list[str]:
         last = getattr(_checked_paths, "last", None)
