@@ -242,6 +242,13 @@ NATIVE = """
 name = "status-netadmin"
 exec = "/bin/cat"
 args = ["/proc/self/status"]
+run_as = "root"
+capabilities = ["CAP_NET_ADMIN"]
+
+[[command]]
+name = "status-default-user"
+exec = "/usr/bin/tail"
+args = ["-n", "60", "/proc/self/status"]
 capabilities = ["CAP_NET_ADMIN"]
 """
 
@@ -258,6 +265,24 @@ def test_native_rule_gets_exactly_its_capabilities_even_as_root(root, trusted_di
     assert int(st["CapAmb"], 16) == 1 << 12
     assert int(st["CapBnd"], 16) == 1 << 12
     assert st["NoNewPrivs"] == "1"
+
+
+def test_native_rule_without_run_as_runs_as_the_unprivileged_default_account(root, trusted_dir):
+    import pwd
+
+    path = trusted_dir / "policy.toml"
+    path.write_text(NATIVE)
+    path.chmod(0o644)
+    result = run(str(path), "tail", "-n", "60", "/proc/self/status")
+    assert result.returncode == 0, result.stderr
+    st = status(result.stdout)
+    try:
+        account = pwd.getpwnam("privsepd")
+    except KeyError:
+        account = pwd.getpwnam("nobody")
+    assert st["Uid"].split() == [str(account.pw_uid)] * 4
+    assert st["Gid"].split() == [str(account.pw_gid)] * 4
+    assert int(st["CapEff"], 16) == int(st["CapAmb"], 16) == 1 << 12  # still its capability
 
 
 @pytest.mark.parametrize(
