@@ -585,3 +585,42 @@ def test_path_filter_command_uses_the_path_it_judged_not_a_second_resolution(tmp
     link.unlink()
     link.symlink_to("/etc")  # swapped after the check
     assert f.command(argv, "/bin/chown") == ["/bin/chown", "nobody", str(base / "real")]
+
+
+# --- dangerous environment names (what EnvFilter refuses in strict mode) ---------------
+
+# Written out here, not read from the module: the list is the specification.
+EXACT_DANGEROUS = [
+    "PATH", "BASH_ENV", "ENV", "IFS", "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES",
+    "HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "NIS_PATH", "NLSPATH", "NODE_OPTIONS",
+    "PERL5LIB", "PERL5OPT", "PERLLIB", "PS4", "RESOLV_HOST_CONF", "RES_OPTIONS",
+    "RUBYLIB", "RUBYOPT", "SHELLOPTS", "BASHOPTS", "TMPDIR", "TZDIR",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", EXACT_DANGEROUS)
+def test_exactly_named_dangerous_variables_are_dangerous_in_any_case(name):
+    assert F.dangerous_env_name(name)
+    assert F.dangerous_env_name(name.lower())
+
+
+@pytest.mark.parametrize(
+    "name", ["LD_PRELOAD", "LD_AUDIT", "MALLOC_CHECK_", "PYTHONPATH", "BASH_FUNC_f%%"]
+)
+def test_prefix_dangerous_variables_are_dangerous(name):
+    assert F.dangerous_env_name(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["PATHX", "MYPATH", "IFSX", "LANG", "TZ", "NETWORK_ID", "CONFIG_FILE"]
+)
+def test_ordinary_variables_are_not_dangerous(name):
+    assert not F.dangerous_env_name(name)
+
+
+@pytest.mark.parametrize("name", ["PATH", "BASH_ENV", "IFS", "GCONV_PATH"])
+def test_env_filter_refuses_a_dangerous_exact_name_at_match_time(name):
+    idx = index(f"e: EnvFilter, env, root, {name}=, echo\n", ["/bin"])
+    decision = idx.match(["env", f"{name}=/tmp/evil", "echo"])
+    assert not decision.allowed
+    assert decision.deviations[0].miss.code == "env-dangerous"
