@@ -41,6 +41,7 @@ __all__ = [
     "RESOLVE_NO_MAGICLINKS",
     "RESOLVE_NO_SYMLINKS",
     "RESOLVE_NO_XDEV",
+    "STRICT",
     "PathRefused",
     "Pinned",
     "open_base",
