@@ -77,27 +77,33 @@ class ConfigValueError(PolicyError):
     """A rootwrap.conf option has a bad value (oslo: 'Incorrect value in CONF: ...')."""
 
 
-def _trusted_dirs(dirs: Sequence[str], path: str, warnings: list) -> tuple[str, ...]:
-    """$PATH entries fit to look executables up in, as root.
+def _trusted_dirs(
+    dirs: Sequence[str],
+    path: str,
+    warnings: list,
+    trust: Trust | None = None,
+    what: tuple[str, str] = ("untrusted-path-dir", "$PATH entry"),
+) -> tuple[str, ...]:
+    """Directories fit to look executables up in, as root ($PATH or exec_dirs).
 
     Without exec_dirs, oslo.rootwrap searches the caller's $PATH (sudo
     without secure_path passes it through), so a directory the caller can
-    write supplies the "allowed" binary. privsepd keeps only entries that
-    are absolute and root-owned, not group/world-writable, all the way up.
+    write supplies the "allowed" binary; a 0777 directory in exec_dirs does
+    the same. privsepd keeps only entries that are absolute and root-owned,
+    not group/world-writable, all the way up (and that exist).
     """
     from privsepd.errors import PolicyError as _PolicyError
-    from privsepd.policy.trust import check_trusted
+    from privsepd.policy import trust as trust_module
 
+    code, label = what
     kept = []
     for d in dirs:
         try:
             if not os.path.isabs(d):
                 raise _PolicyError("not an absolute path")
-            check_trusted(d)
+            trust_module.check_trusted(d, trust_module.ROOT_ONLY if trust is None else trust)
         except (_PolicyError, OSError) as exc:
-            warnings.append(
-                PolicyWarning("untrusted-path-dir", f"$PATH entry {d!r} ignored: {exc}", path)
-            )
+            warnings.append(PolicyWarning(code, f"{label} {d!r} ignored: {exc}", path))
             continue
         kept.append(d)
     return tuple(kept)
@@ -365,8 +371,22 @@ def parse_config(text: str, path: str) -> RootwrapConfig:
 
 
 def load_config(path: str, trust: Trust | None = None) -> RootwrapConfig:
-    """Read and interpret a trusted rootwrap.conf."""
-    return parse_config(_read(path, trust), path)
+    """Read and interpret a trusted rootwrap.conf.
+
+    ``exec_dirs`` entries get the trust rule ``$PATH`` entries get (see
+    :func:`_trusted_dirs`): an entry that is missing, or that anyone but
+    root can write, is dropped and reported as ``untrusted-exec-dir``.
+    """
+    import dataclasses
+
+    config = parse_config(_read(path, trust), path)
+    warnings = list(config.warnings)
+    kept = _trusted_dirs(
+        config.exec_dirs, path, warnings, trust, ("untrusted-exec-dir", "exec_dirs entry")
+    )
+    if kept == config.exec_dirs:
+        return config
+    return dataclasses.replace(config, exec_dirs=kept, warnings=tuple(warnings))
 
 
 # -- .filters ------------------------------------------------------------------------
