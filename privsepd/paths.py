@@ -85,6 +85,16 @@ def _bind() -> Any:
     return _syscall
 
 
+def warm_up() -> None:
+    """Bind openat2 now, while the process can still read ctypes' files.
+
+    A helper calls this before it scopes: under Landlock (``landlock=``,
+    ``files=``) an entrypoint's first ``PathUnder.open()`` could not import
+    ctypes any more.
+    """
+    _bind()
+
+
 class PathRefused(Exception):
     """A path could not be opened beneath its base; ``detail`` says why."""
 
