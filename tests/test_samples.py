@@ -32,6 +32,10 @@ SHIPPED = [
     FILTERS / "rootwrap.conf",
     FILTERS / "rootwrap.d",
     FILTERS / "privsepd.d",
+    # docs/migration.md's policy, which readers copy too
+    ROOT / "docs" / "examples" / "migration" / "etc" / "privsepd" / "policy.d",
+    ROOT / "docs" / "examples" / "migration" / "etc" / "privsepd" / "files-example.toml",
+    ROOT / "docs" / "examples" / "migration" / "etc" / "rootwrap.d",
 ]
 
 

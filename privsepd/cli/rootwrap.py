@@ -152,10 +152,14 @@ def _raise_ambient(caps: frozenset[str]) -> None:
 
 
 def run_plan(plan, native: bool) -> int:  # noqa: ANN001
-    """fork, confine, switch identity, exec; return oslo's exit code for the child."""
+    """fork, confine, switch identity, exec; return oslo's exit code for the child.
 
+    ``plan.fds`` (pinned path arguments) stay open in the child at their
+    numbers; every other descriptor above 2 is closed.
+    """
+    fds = set(getattr(plan, "fds", ()))
     if not native and _same_identity(plan):
-        return _spawn_plain(plan)
+        return _spawn_plain(plan, fds)
     if native:
         from privsepd.helper import kernel  # noqa: F401 -- load cffi before fork, not in the child
 
@@ -170,11 +174,13 @@ def run_plan(plan, native: bool) -> int:  # noqa: ANN001
             # RLIMIT_NOFILE says (a caller may have lowered it below its fds).
             for entry in os.listdir("/proc/self/fd"):
                 fd = int(entry)
-                if fd > 2 and fd != w:
+                if fd > 2 and fd != w and fd not in fds:
                     try:
                         os.close(fd)
                     except OSError:
                         pass
+            for fd in fds:
+                os.set_inheritable(fd, True)
             if native:
                 step = "confine"
                 _confine_native(plan.caps)
@@ -236,17 +242,20 @@ def _wait_forwarding(pid: int) -> int:
     return SIGNAL_BASE - rc if rc < 0 else rc
 
 
-def _spawn_plain(plan) -> int:  # noqa: ANN001
+def _spawn_plain(plan, keep: set[int] = frozenset()) -> int:  # noqa: ANN001
     """posix_spawn (vfork+exec, no Python in the child) when no identity change is needed.
 
     Descriptors: Python's own are close-on-exec; any inherited one above 2
-    is closed explicitly, so the command sees only stdin/stdout/stderr.
+    is closed explicitly, so the command sees only stdin/stdout/stderr and
+    the pinned paths in ``keep`` (made inheritable here: the shim has one
+    thread, so no other spawn can catch them).
     """
-
+    for fd in keep:
+        os.set_inheritable(fd, True)
     actions = []
     for entry in os.listdir("/proc/self/fd"):
         fd = int(entry)
-        if fd > 2:
+        if fd > 2 and fd not in keep:
             try:
                 if os.get_inheritable(fd):
                     actions.append((os.POSIX_SPAWN_CLOSE, fd))
@@ -326,7 +335,7 @@ def explain(loaded: Loaded, argv: list[str]) -> int:
             caps = "none"
         out(f"exec:     {list(decision.command)!r}\n")
         out(
-            f"run_as:   {decision.run_as} (uid {plan.uid}, gid {plan.gid}, "
+            f"run_as:   {plan.user.pw_name} (uid {plan.uid}, gid {plan.gid}, "
             f"groups {list(plan.groups)})\n"
         )
         out(f"env:      {decision.env!r}\n")
@@ -420,6 +429,31 @@ def _check_sudo_environment() -> None:
         )
 
 
+def _pin_paths(plan, userargs: list[str], config, execname: str) -> None:  # noqa: ANN001
+    """Open every path argument beneath its base; the command gets /proc/self/fd/N.
+
+    A path that cannot be pinned (a component was swapped for a symlink
+    after the decision, ...) is a denial, exit 99: nothing runs.
+    """
+    from privsepd.paths import path_positions
+
+    if not path_positions(plan.decision):
+        return
+    from privsepd.paths import PathRefused, pin_command
+
+    try:
+        plan.argv, fds = pin_command(plan.decision, plan.argv)
+    except PathRefused as exc:
+        from privsepd.cli.rootwrap_policy import RC_UNAUTHORIZED
+
+        msg = f"Unauthorized command: {' '.join(userargs)} ({exc.detail})"
+        if config is not None:
+            _syslog(config, execname, 40, msg)
+        _audit(decision="deny", argv=userargs, reason=exc.detail, rc=RC_UNAUTHORIZED)
+        raise _Exit(RC_UNAUTHORIZED, msg) from None
+    plan.fds = tuple(fds)
+
+
 def _main(execname: str, args: list[str]) -> int:
     _check_sudo_environment()
     import signal
@@ -449,6 +483,7 @@ def _main(execname: str, args: list[str]) -> int:
     from privsepd.helper.execute import plan_for
 
     plan = plan_for(decision, locale_from=os.environ)
+    _pin_paths(plan, userargs, config, execname)
     if config is not None:
         import pwd
 

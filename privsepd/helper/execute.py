@@ -21,12 +21,19 @@ command, never the caller's argv. Choices, each least-privilege:
   explicitly to opt in, or convert the rule to TOML.
 * **Identity.** The rule's run-as uid, its primary gid and its own
   supplementary groups (oslo only did ``setuid``: root's groups stayed).
-  Switching needs CAP_SETUID/CAP_SETGID in the helper; without them the
-  command is denied with the reason, never run as the wrong user.
+  A native rule without ``run_as`` runs as the helper itself (its uid, gid
+  and groups): root only when a rule says so. Switching needs
+  CAP_SETUID/CAP_SETGID in the helper; without them the command is denied
+  with the reason, never run as the wrong user.
+* **Paths.** Every argument judged by ``path_under`` (or a PathFilter
+  base) is opened beneath its base before the spawn and the command gets
+  ``/proc/self/fd/N`` (:func:`privsepd.paths.pin_command`), so a path
+  component swapped after the check cannot redirect it.
 * **Process.** New session (so the whole process group can be killed), all
   descriptors but the three pipes closed, stdin from ``input`` (else
   ``/dev/null``), working directory ``/``, default signal dispositions.
-* **Timeout.** The smaller of the caller's and the rule's ``timeout``. On
+* **Timeout.** The smallest of the caller's and the ``timeout`` of every
+  rule along a chain (``nice`` + the chained command's own rule). On
   expiry the whole process group gets SIGKILL and :class:`CallTimeout` is
   raised (output discarded): a half-finished privileged command is an error
   the caller must see, not a return code it may forget to check.
@@ -129,7 +136,18 @@ def command_capabilities(
 class ExecPlan:
     """Everything needed to run one allowed decision, resolved in the parent."""
 
-    __slots__ = ("decision", "argv", "uid", "gid", "groups", "env", "caps", "timeout", "user")
+    __slots__ = (
+        "decision",
+        "argv",
+        "uid",
+        "gid",
+        "groups",
+        "env",
+        "caps",
+        "timeout",
+        "user",
+        "fds",
+    )
 
     def __init__(
         self,
@@ -149,6 +167,8 @@ class ExecPlan:
         self.env = env
         self.caps = caps
         self.timeout = timeout
+        #: descriptors the command inherits at their own numbers (pinned paths)
+        self.fds: tuple[int, ...] = ()
 
     def describe(self) -> str:
         caps = ",".join(sorted(self.caps)) or "none"
@@ -184,11 +204,18 @@ def plan_for(
     timeout: float | None = None,
 ) -> ExecPlan:
     """Turn an allowed Decision into an ExecPlan (user, groups, env, caps, timeout)."""
+    from privsepd.policy.filters import RUN_AS_HELPER
+
     user, groups = _identity(decision.uid, decision.gid, decision.run_as)
+    if decision.run_as == RUN_AS_HELPER and getattr(decision.filter, "context", None):
+        groups = tuple(sorted(set(os.getgroups()) | {decision.gid}))  # exactly the helper's
     env = sanitized_env(user, decision.env, locale_from)
-    rule_timeout = getattr(decision.filter, "timeout", None)
-    if rule_timeout is not None:
-        timeout = rule_timeout if timeout is None else min(timeout, rule_timeout)
+    d = decision
+    while d is not None and d.filter is not None:  # the tightest rule along a chain
+        rule_timeout = getattr(d.filter, "timeout", None)
+        if rule_timeout is not None:
+            timeout = rule_timeout if timeout is None else min(timeout, rule_timeout)
+        d = d.chain
     return ExecPlan(
         decision, user, groups, env, command_capabilities(decision, ini_capabilities), timeout
     )
@@ -338,12 +365,30 @@ class CommandRunner:
             if timeout is not None and (type(timeout) not in (int, float) or timeout <= 0):
                 raise ValueError(f"timeout must be a positive number, got {timeout!r}")
             plan = self.plan(argv, env, timeout)
-            rc, out, err = spawn(plan, input, self.max_output)
+            rc, out, err = self._pinned_spawn(plan, input)
         except Exception as exc:
             self._record(argv, plan, start, None, exc)
             raise
         self._record(argv, plan, start, rc, None)
         return rc, out, err
+
+    def _pinned_spawn(self, plan: ExecPlan, input: bytes | None) -> tuple[int, bytes, bytes]:
+        """Pin the plan's path arguments, spawn, and close the pinned descriptors."""
+        from privsepd.paths import PathRefused, pin_command
+
+        try:
+            plan.argv, fds = pin_command(plan.decision, plan.argv)
+        except PathRefused as exc:
+            raise DeniedError(
+                f"command {list(plan.decision.argv)!r} denied: {plan.decision.filter.source}: "
+                f"{exc.detail}; nothing was run"
+            ) from None
+        plan.fds = tuple(fds)
+        try:
+            return spawn(plan, input, self.max_output)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def __call__(self, argv: list, options: dict) -> list:
         unknown = set(options) - {"input", "timeout", "env"}
@@ -410,6 +455,8 @@ def spawn(plan: ExecPlan, input: bytes | None, max_output: int) -> tuple[int, by
     if switch or _groups_differ(plan):
         # Only when needed: any of these disables CPython's vfork fast path.
         kwargs = {"user": plan.uid, "group": plan.gid, "extra_groups": list(plan.groups)}
+    if plan.fds:
+        kwargs["pass_fds"] = plan.fds  # pinned paths, at the numbers argv names
 
     def popen() -> subprocess.Popen:
         return subprocess.Popen(

@@ -295,6 +295,13 @@ def _helper_main(
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
+        # Everything the helper runs after scoping is imported now: under
+        # Landlock (landlock=, files=) it can no longer read Python's files.
+        import privsepd.channel.server  # noqa: F401
+        from privsepd import paths
+
+        paths.warm_up()  # PathUnder.open() in an entrypoint needs ctypes bound
+
         # The service's working directory is none of the helper's business
         # (and may be somewhere the helper should not hold open): start from /.
         os.chdir("/")
