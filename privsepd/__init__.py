@@ -12,6 +12,7 @@ imports this package) starts without loading msgpack or cffi.
 from typing import TYPE_CHECKING, Any
 
 from privsepd.errors import (
+    AuditError,
     CallTimeout,
     ConstraintError,
     DeniedError,
@@ -55,6 +56,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AuditError",
     "CallTimeout",
     "ConstraintError",
     "Context",

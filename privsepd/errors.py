@@ -87,6 +87,14 @@ class ScopingError(PrivsepError):
     """The helper could not reach, or could not prove, its declared scope."""
 
 
+class AuditError(PrivsepError):
+    """The audit sink could not be opened, or refused a record.
+
+    At start this stops the helper (or daemon, or rootwrap) from serving; for
+    a call it means the call was refused, since nothing may run unrecorded.
+    """
+
+
 # ------------------------------------------------------- crossing the channel
 
 _BUILTIN_ALLOWED: dict[str, type[BaseException]] = {
@@ -129,6 +137,7 @@ _PRIVSEPD_ALLOWED: dict[str, type[PrivsepError]] = {
         PolicyError,
         CallTimeout,
         ScopingError,
+        AuditError,
     )
 }
 
