@@ -319,6 +319,9 @@ class CommandRunner:
 
     # -- running -----------------------------------------------------------
 
+    #: The helper's Monitor leaves the records of commands to this runner.
+    records_decisions = True
+
     def run(
         self,
         argv: Sequence[str],
@@ -326,33 +329,65 @@ class CommandRunner:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes, bytes]:
-        """Decide, run, audit; return (returncode, stdout, stderr).
+        """Decide, record, run, record; return (returncode, stdout, stderr).
 
-        returncode is negative (-N) when the command was killed by signal N.
+        The "allow" record is written before the command starts; if it cannot
+        be written the command does not run (DeniedError). returncode is
+        negative (-N) when the command was killed by signal N.
         """
         start = time.monotonic()
         plan = None
+        allowed = False
         try:
             if input is not None and type(input) is not bytes:
                 raise TypeError("input must be bytes")
             if timeout is not None and (type(timeout) not in (int, float) or timeout <= 0):
                 raise ValueError(f"timeout must be a positive number, got {timeout!r}")
             plan = self.plan(argv, env, timeout)
+            self._record_allow(argv, plan)
+            allowed = True
             rc, out, err = spawn(plan, input, self.max_output)
         except Exception as exc:
-            self._record(argv, plan, start, None, exc)
+            self._record(argv, plan, start, None, exc, allowed)
             raise
-        self._record(argv, plan, start, rc, None)
+        self._record(argv, plan, start, rc, None, allowed)
         return rc, out, err
 
     def __call__(self, argv: list, options: dict) -> list:
         unknown = set(options) - {"input", "timeout", "env"}
         if unknown:
-            raise ValueError(f"unknown execute option(s): {sorted(unknown)}")
+            exc = ValueError(f"unknown execute option(s): {sorted(unknown)}")
+            self._record(argv, None, time.monotonic(), None, exc, False)
+            raise exc
         rc, out, err = self.run(
             argv, options.get("input"), options.get("timeout"), options.get("env")
         )
         return [rc, out, err]
+
+    def _fields(self, argv: Sequence[str], plan: ExecPlan | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {"event": "command", "context": self.context}
+        argv = list(argv)
+        if all(type(a) is str for a in argv):
+            fields["argv"] = argv
+        else:
+            fields["args"] = argv
+        if plan is not None:
+            rule = plan.decision.filter
+            fields.update(rule=str(rule.source), run_as=plan.user.pw_name, caps=sorted(plan.caps))
+            if plan.argv != argv:
+                fields["command"] = plan.argv
+        return fields
+
+    def _record_allow(self, argv: Sequence[str], plan: ExecPlan) -> None:
+        """The decision, before the command runs; a failed write refuses the command."""
+        if not self.audit.wants("allow"):
+            return
+        from privsepd.errors import AuditError
+
+        try:
+            self.audit.record(decision="allow", **self._fields(argv, plan))
+        except AuditError as exc:
+            raise DeniedError(f"refused: {exc}") from None
 
     def _record(
         self,
@@ -361,30 +396,30 @@ class CommandRunner:
         start: float,
         rc: int | None,
         exc: Exception | None,
+        allowed: bool,
     ) -> None:
+        """The outcome: "done" with rc, "error", or "deny" (never raises)."""
         if exc is None:
-            verdict = "allow"
+            verdict = "done"
         else:
-            verdict = "deny" if isinstance(exc, DeniedError) else "error"
+            verdict = "deny" if isinstance(exc, DeniedError) and not allowed else "error"
         if not self.audit.wants(verdict):
             return
-        from privsepd.audit import summarize
+        from privsepd.errors import AuditError
 
-        fields: dict[str, Any] = {
-            "event": "command",
-            "context": self.context,
-            "decision": verdict,
-            "argv": summarize(list(argv)),
-            "duration_ms": round((time.monotonic() - start) * 1000, 3),
-        }
-        if plan is not None:
-            rule = plan.decision.filter
-            fields.update(rule=str(rule.source), run_as=plan.user.pw_name, caps=sorted(plan.caps))
+        fields = self._fields(argv, plan)
+        fields["decision"] = verdict
+        fields["duration_ms"] = round((time.monotonic() - start) * 1000, 3)
         if rc is not None:
             fields["rc"] = rc
         if exc is not None:
             fields["error"] = f"{type(exc).__name__}: {exc}"
-        self.audit.record(**fields)
+        try:
+            self.audit.record(**fields)
+        except AuditError as err:
+            import logging
+
+            logging.getLogger(__name__).error("%s", err)
 
 
 def lower_nofile(limit: int) -> None:
