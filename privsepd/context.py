@@ -174,13 +174,14 @@ class Context:
 
     def scope(self) -> Any:
         """The kernel scope the helper will enter (resolved now, at start)."""
-        from privsepd.helper.scoping import Scope, resolve_user
+        from privsepd.helper.scoping import Scope, refuse_root_identity, resolve_user
 
         if self.stay_root:
             uid = gid = None
             groups: tuple[int, ...] = ()
         else:
             uid, gid, groups = resolve_user(self.user, self.group)
+            refuse_root_identity(self.name, self.user, self.group, uid, gid, groups)
         return Scope(
             capabilities=self.capabilities,
             uid=uid,
