@@ -218,6 +218,7 @@ scalars = (
     | st.text(max_size=30)
     | st.binary(max_size=30)
 )
+keys = st.text(max_size=5) | st.binary(max_size=5) | st.integers()
 native = st.recursive(
     scalars,
     lambda children: (
