@@ -246,9 +246,7 @@ class ModuleTrustGuard(importlib.abc.MetaPathFinder):
                 f"module {fullname!r}: {origin} is not a Python source, bytecode or extension file",
                 name=fullname,
             )
-        # Checked now so the refusal names the module before anything runs;
-        # the loader checks again on the descriptor it executes from.
-        self._check(fullname, origin)
+        # The loader checks the file on the very descriptor it executes from.
         return importlib.util.spec_from_file_location(
             fullname,
             origin,
