@@ -135,6 +135,7 @@ _PRIVSEPD_ALLOWED: dict[str, type[PrivsepError]] = {
         UnknownFunctionError,
         ConstraintError,
         PolicyError,
+        UnsafePolicyError,
         CallTimeout,
         ScopingError,
         AuditError,
@@ -145,6 +146,7 @@ _PRIVSEPD_ALLOWED: dict[str, type[PrivsepError]] = {
 _STRUCTURED_FIELDS: dict[type, tuple[str, ...]] = {
     ConstraintError: ("argument", "rule"),
     PolicyError: ("path", "line", "reason"),
+    UnsafePolicyError: ("path", "line", "reason"),
 }
 
 
@@ -175,7 +177,7 @@ def exception_from_wire(type_name: str, message: str, errno: int | None) -> Exce
         # that code reading them gets None rather than AttributeError.
         for attr in _STRUCTURED_FIELDS.get(cls, ()):
             setattr(exc, attr, None)
-        if cls is PolicyError:
+        if issubclass(cls, PolicyError):
             exc.reason = message
         return exc
     builtin = _BUILTIN_ALLOWED.get(type_name)
