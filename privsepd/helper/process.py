@@ -149,6 +149,42 @@ def reset_rlimits() -> None:
         )
 
 
+_NR_RT_SIGACTION = {"x86_64": 13, "aarch64": 134}
+_SIG_IGN = 1
+
+
+def _unignore_reserved_signals() -> None:
+    """Signals the C library keeps for itself (32, 33) are out of Python's reach.
+
+    One the caller ignored stays ignored across every exec (posix_spawn
+    even leaves them so), so reset them with the raw syscall -- only when
+    ignored, never over a handler the C library installed.
+    """
+    from privsepd.helper import kernel
+
+    number = _NR_RT_SIGACTION.get(kernel.native_arch())
+    if number is None:
+        return
+    valid = signal.valid_signals()
+    # A zeroed kernel sigaction is SIG_DFL, no flags, an empty mask (the
+    # layout differs by arch, but all zeros means the same on each).
+    default = kernel.ffi.new("char[]", 64)
+    old = kernel.ffi.new("unsigned long[]", 8)
+    for sig in range(1, signal.NSIG):
+        if sig in valid or sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            kernel.syscall(number, sig, 0, _address(kernel, old), 8)
+            if old[0] == _SIG_IGN:
+                kernel.syscall(number, sig, _address(kernel, default), 0, 8)
+        except OSError:
+            pass
+
+
+def _address(kernel: object, buffer: object) -> int:
+    return int(kernel.ffi.cast("intptr_t", buffer))  # type: ignore[attr-defined]
+
+
 def reset_signals() -> None:
     """Default disposition for every signal, and an empty signal mask."""
     for sig in signal.valid_signals():
@@ -157,7 +193,8 @@ def reset_signals() -> None:
         try:
             signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError, RuntimeError):
-            pass  # signals the C library reserves for itself
+            pass
+    _unignore_reserved_signals()
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
