@@ -33,10 +33,10 @@ as a convenience only.
 
 from __future__ import annotations
 
+import _socket  # not socket: privsepd-rootwrap starts faster without selectors and enum
 import json
 import math
 import os
-import socket
 import stat
 import time
 from typing import Any
@@ -71,6 +71,9 @@ MAX_RECORD = 16384
 # <86> = facility authpriv (10) * 8 + severity info (6).
 _SYSLOG_PRI = 86
 _SEND_TIMEOUT = 5.0
+# One encoder (json.dumps builds a new one per call when given options).
+# ensure_ascii: every control and non-ASCII character leaves as an escape.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 _DECISIONS_AT_WARNING = frozenset({"deny", "error", "fatal", "protocol-violation"})
 
 
@@ -101,14 +104,18 @@ class _Bounder:
 
     def value(self, value: Any, depth: int = 0) -> Any:
         cls = type(value)
+        if cls is str:
+            size = len(value)
+            if size <= MAX_FIELD and size <= self.left:  # the common case, inline
+                self.left -= size
+                return value
+            return self.text(value)
         if value is None or cls is bool:
             return value
         if cls is int:
             return value if -(2**64) < value < 2**64 else self.text(str(value))
         if cls is float:
             return value if math.isfinite(value) else str(value)
-        if cls is str:
-            return self.text(value)
         if cls is bytes or cls is bytearray:
             head = _repr(bytes(value[:MAX_FIELD]))
             if len(value) > MAX_FIELD:
@@ -143,7 +150,8 @@ class _Bounder:
 def bound_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``fields`` with every value bounded; adds ``truncated`` if anything was cut."""
     bounder = _Bounder()
-    out = {str(key): bounder.value(value) for key, value in fields.items()}
+    value = bounder.value
+    out = {key if type(key) is str else str(key): value(item) for key, item in fields.items()}
     if bounder.truncated:
         out["truncated"] = True
     return out
@@ -221,8 +229,8 @@ def _open_file(path: str) -> int:
     return fd
 
 
-def _connect_syslog(address: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+def _connect_syslog(address: str) -> _socket.socket:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(address)
     except OSError as exc:
@@ -244,7 +252,7 @@ class AuditLog:
     def __init__(
         self,
         fd: int | None = None,
-        syslog: socket.socket | None = None,
+        syslog: _socket.socket | None = None,
         *,
         description: str = "none",
         syslog_address: str | None = None,
@@ -326,7 +334,7 @@ class AuditLog:
         Callers that are about to act must treat AuditError as "do not act".
         """
         fields.setdefault("ts", round(time.time(), 6))
-        line = json.dumps(bound_fields(fields), sort_keys=True, separators=(",", ":"))
+        line = _ENCODER.encode(bound_fields(fields))
         try:
             if self._fd is not None:
                 data = line.encode() + b"\n"
