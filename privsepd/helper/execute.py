@@ -665,8 +665,10 @@ def runner_factory(
 
     The policy is compiled now, in the service (so a broken policy fails at
     declaration, not on the first command); the factory runs in the helper
-    after fork and before scoping, where it opens the audit sink and lowers
-    RLIMIT_NOFILE.
+    after fork and before scoping, where it lowers RLIMIT_NOFILE. In a
+    helper, commands are recorded in the context's own audit sink (the one
+    kept open through scoping); ``audit`` names a sink for a runner built
+    outside a helper.
     """
     index = _index_of(policy, context, exec_dirs)
     if rlimit_nofile is None:
@@ -674,9 +676,12 @@ def runner_factory(
     if not isinstance(ini_capabilities, frozenset):
         ini_capabilities = tuple(ini_capabilities)
 
-    def factory() -> Callable[[list, dict], list]:
+    def factory(helper_audit: Any = None) -> Callable[[list, dict], list]:
         from privsepd.audit import AuditLog
 
+        log = helper_audit
+        if log is None and audit is not None:
+            log = AuditLog.open(audit)
         return CommandRunner(
             index,
             context=context,
@@ -684,7 +689,7 @@ def runner_factory(
             rlimit_nofile=rlimit_nofile,
             default_timeout=default_timeout,
             max_output=max_output,
-            audit=AuditLog.open(audit) if audit is not None else None,
+            audit=log,
         )
 
     return factory

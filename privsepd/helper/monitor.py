@@ -244,9 +244,11 @@ class Monitor:
             raise DeniedError("command must be a non-empty list of strings")
         if type(options) is not dict or not all(type(k) is str for k in options):
             raise DeniedError("command options must be a map with str keys")
-        if getattr(self._run_command, "records_decisions", False):
+        if getattr(self._run_command, "records_decisions", False) and (
+            getattr(self._run_command, "audit", None) is self._audit
+        ):
             # The runner knows the rule, user and capabilities: it writes the
-            # decision (before running) and the outcome itself.
+            # decision (before running) and the outcome to this same sink.
             note.delegated = True
         else:
             self._allow(request, start, note)

@@ -150,3 +150,48 @@ def test_fork_mode_helper_drops_the_service_environment(audit_file, monkeypatch,
     assert env["PATH"] == SAFE_PATH and env["USER"] == "nobody" and env["LANG"] == "C.UTF-8"
     assert rc == 0 and bash_rc == 0
     assert not (open_dir / "bash_env_ran").exists()
+
+
+def test_commands_of_a_runner_factory_are_recorded_in_the_contexts_sink(audit_file):
+    import textwrap
+
+    from privsepd.helper.execute import runner_factory
+    from privsepd.policy.index import FilterIndex
+    from privsepd.policy.rootwrap import parse_filters
+
+    filters = textwrap.dedent(
+        """
+        [Filters]
+        true: CommandFilter, /bin/true, root
+        """
+    )
+    index = FilterIndex(parse_filters(filters, "t.filters"), ["/bin"])
+    cmd = Context("t-audit-cmd", stay_root=True, command_runner=runner_factory(index))
+    cmd.audit_target = str(audit_file)
+    try:
+        assert cmd.execute(["true"])[0] == 0
+        with pytest.raises(DeniedError):
+            cmd.execute(["false"])
+    finally:
+        cmd.stop()
+    got = [(r["decision"], r["argv"]) for r in records(audit_file) if "argv" in r]
+    assert got == [("allow", ["true"]), ("done", ["true"]), ("deny", ["false"])]
+
+
+def test_commands_of_a_runner_with_no_sink_are_recorded_by_the_helper(audit_file):
+    import textwrap
+
+    from privsepd.helper.execute import CommandRunner
+    from privsepd.policy.index import FilterIndex
+    from privsepd.policy.rootwrap import parse_filters
+
+    filters = "[Filters]\ntrue: CommandFilter, /bin/true, root\n"
+    index = FilterIndex(parse_filters(textwrap.dedent(filters), "t.filters"), ["/bin"])
+    cmd = Context("t-audit-own", stay_root=True, command_runner=lambda: CommandRunner(index))
+    cmd.audit_target = str(audit_file)
+    try:
+        assert cmd.execute(["true"])[0] == 0
+    finally:
+        cmd.stop()
+    got = [(r["decision"], r["op"], r["argv"]) for r in records(audit_file) if "argv" in r]
+    assert got == [("allow", "exec", ["true"])]
