@@ -243,3 +243,49 @@ def test_odd_values_become_json_text():
 def test_escape_control_keeps_a_syslog_message_on_one_line():
     text = escape_control("Unauthorized command: ls a\nb\r\x00\x1b\u2028\\")
     assert text == "Unauthorized command: ls a\\nb\\r\\x00\\x1b\\u2028\\\\"
+
+
+# -- a sink that cannot be opened stops the privileged side from starting ----------------
+
+
+def test_fork_mode_helper_does_not_start_without_its_sink(trusted_dir):
+    from privsepd.context import Context
+
+    directory = trusted_dir / "open"
+    directory.mkdir()
+    directory.chmod(0o777)
+    ctx = Context("t-nosink", audit=str(directory / "audit.jsonl"))
+    with pytest.raises(AuditError, match="audit directory is not trusted"):
+        ctx.start()
+    assert ctx.helper_pid is None
+
+
+def test_daemon_does_not_start_without_its_sink(trusted_dir):
+    import subprocess
+    import sys
+
+    directory = trusted_dir / "open"
+    directory.mkdir()
+    directory.chmod(0o777)
+    policy = trusted_dir / "policy.toml"
+    policy.write_text(f'[context.t-nosink]\naudit = "{directory}/audit.jsonl"\n')
+    policy.chmod(0o644)
+    proc = subprocess.run(
+        [sys.executable, "-m", "privsepd.cli.main", "serve", "--policy", str(policy),
+         "--socket-dir", str(trusted_dir / "sock")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "audit directory is not trusted" in proc.stderr
+    assert not (trusted_dir / "sock" / "t-nosink.sock").exists()
+
+
+def test_none_is_the_one_way_to_run_without_a_sink(trusted_dir):
+    from privsepd.context import Context
+
+    ctx = Context("t-nosink", audit="none")
+    try:
+        ctx.start()
+        assert ctx.ping() == "pong"
+    finally:
+        ctx.stop()
