@@ -1,7 +1,10 @@
 """privsepd: run the few privileged things a service needs in a scoped helper.
 
 The public surface is small: :class:`Context` (declare a helper and its
-entrypoints), :class:`Landlock` (an optional filesystem sandbox),
+entrypoints), :class:`Files` (the files a helper that is not root may read
+and write), :class:`Landlock` (an optional filesystem sandbox),
+:func:`ambient_capabilities` (hand capabilities to a program an entrypoint
+runs),
 :func:`load_policy` (root-owned TOML / rootwrap policy), the start modes
 (:class:`ForkMode`, :class:`SpawnMode`, :class:`DaemonMode`) and the error
 types.
@@ -64,14 +67,17 @@ from privsepd.errors import (  # noqa: E402 -- after the bytecode guard above
 
 if TYPE_CHECKING:
     from privsepd.context import Context, in_helper
-    from privsepd.helper.scoping import Landlock
+    from privsepd.files import Files
+    from privsepd.helper.scoping import Landlock, ambient_capabilities
     from privsepd.modes import DaemonMode, ForkMode, SpawnMode
     from privsepd.policy.loader import load_policy
 
 _LAZY = {
     "Context": "privsepd.context",
     "in_helper": "privsepd.context",
+    "Files": "privsepd.files",
     "Landlock": "privsepd.helper.scoping",
+    "ambient_capabilities": "privsepd.helper.scoping",
     "load_policy": "privsepd.policy.loader",
     "ForkMode": "privsepd.modes",
     "SpawnMode": "privsepd.modes",
@@ -97,6 +103,7 @@ __all__ = [
     "Context",
     "DaemonMode",
     "DeniedError",
+    "Files",
     "ForkMode",
     "HandshakeError",
     "HelperDiedError",
@@ -109,6 +116,7 @@ __all__ = [
     "SpawnMode",
     "UnknownFunctionError",
     "UnsafePolicyError",
+    "ambient_capabilities",
     "in_helper",
     "load_policy",
 ]

@@ -116,8 +116,8 @@ _LOAD_WARNINGS: dict[str, tuple[str, str, str, str]] = {
     "implicit-privsep-helper": (
         "load-warning",
         "info",
-        "privsep-helper runs as root with any arguments (oslo.rootwrap compatibility); "
-        "its --privsep_context imports any module on root's path",
+        "privsep-helper runs as root for the listed privsep_contexts (oslo.privsep's "
+        "argument shapes, trusted config files only); each imports its module as root",
         "move services to privsepd contexts and drop privsep-helper from sudoers",
     ),
 }

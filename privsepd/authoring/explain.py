@@ -44,10 +44,10 @@ def _read(path: str) -> str:
         raise PolicyError(f"cannot read: {exc.strerror}", path=path) from None
 
 
-def _implicit_privsep_helper() -> Any:
-    from privsepd.policy.filters import CommandFilter, Source
+def _implicit_privsep_helper(contexts: Sequence[str] = ()) -> Any:
+    from privsepd.policy.rootwrap import PrivsepHelperFilter
 
-    return CommandFilter("privsep-helper", "root", source=Source("<implicit>", 0, "privsep-helper"))
+    return PrivsepHelperFilter(contexts)
 
 
 def load_for_explain(
@@ -86,7 +86,7 @@ def load_for_explain(
                     continue
                 files.append(full)
                 filters.extend(rootwrap.parse_filters(_read(full), full))
-        filters.append(_implicit_privsep_helper())
+        filters.append(_implicit_privsep_helper(config.privsep_contexts))
         dirs = config.exec_dirs if exec_dirs is None else exec_dirs
         return ExplainPolicy(FilterIndex(filters, dirs), files, [])
     dirs = DEFAULT_EXEC_DIRS if exec_dirs is None else exec_dirs

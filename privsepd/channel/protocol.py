@@ -16,6 +16,8 @@ hello          ``["privsepd", VERSION, context_name]``  client -> helper
 welcome        ``["privsepd", VERSION, context_name, "ok" | "err", text]``
 request        ``[id, op, name, args, kwargs]``  op: "call" | "exec" | "ping"
 reply          ``[id, "ok", result]`` | ``[id, "err", [type, message, errno]]``
+               or ``[id, "err", [type, message, errno, detail]]``, detail =
+               ``[module, qualname, args, attrs]`` (errors.exception_detail)
 log            ``[0, "log", [levelno, logger_name, message]]``
 =============  ==========================================================
 
@@ -229,7 +231,7 @@ class Reply(NamedTuple):
     id: int
     ok: bool
     result: Any = None
-    error: tuple[str, str, int | None] | None = None
+    error: tuple | None = None  # (type, message, errno[, detail])
 
 
 class LogRecord(NamedTuple):
@@ -278,12 +280,19 @@ def _check_reply(msg: Any) -> Reply | LogRecord:
     if kind == KIND_ERR:
         if (
             not isinstance(payload, list)
-            or len(payload) != 3
+            or len(payload) not in (3, 4)
             or not isinstance(payload[0], str)
             or not isinstance(payload[1], str)
             or not (payload[2] is None or type(payload[2]) is int)
         ):
             raise ProtocolError("error payload must be [type, message, errno]")
+        if len(payload) == 4:
+            if not _is_detail(payload[3]):
+                raise ProtocolError(
+                    "error detail must be [module, qualname, args, attrs] "
+                    "with str names and attribute keys"
+                )
+            return Reply(rid, False, None, tuple(payload))
         return Reply(rid, False, None, (payload[0], payload[1], payload[2]))
     if kind == KIND_LOG:
         if (
@@ -296,6 +305,19 @@ def _check_reply(msg: Any) -> Reply | LogRecord:
             raise ProtocolError("log payload must be [levelno, logger, message]")
         return LogRecord(payload[0], payload[1], payload[2])
     raise ProtocolError(f"unknown reply kind {_short(kind)}")
+
+
+def _is_detail(detail: Any) -> bool:
+    """Shape of an error's detail; its bounds are the frame limits."""
+    return (
+        isinstance(detail, list)
+        and len(detail) == 4
+        and isinstance(detail[0], str)
+        and isinstance(detail[1], str)
+        and isinstance(detail[2], list)
+        and isinstance(detail[3], dict)
+        and all(isinstance(k, str) for k in detail[3])
+    )
 
 
 def _is_log(msg: Any) -> bool:
@@ -361,8 +383,22 @@ class ServerProtocol:
     def reply_ok(self, rid: int, result: Any) -> bytes:
         return encode_frame([rid, KIND_OK, result], self.limits)
 
-    def reply_error(self, rid: int, type_name: str, message: str, errno: int | None) -> bytes:
-        return encode_frame([rid, KIND_ERR, [type_name, message, errno]], self.limits)
+    def reply_error(
+        self,
+        rid: int,
+        type_name: str,
+        message: str,
+        errno: int | None,
+        detail: list | None = None,
+    ) -> bytes:
+        payload = [type_name, message, errno]
+        if detail is not None:
+            payload.append(detail)
+            try:
+                return encode_frame([rid, KIND_ERR, payload], self.limits)
+            except ProtocolError:
+                payload.pop()  # the detail is a courtesy: never lose the error for it
+        return encode_frame([rid, KIND_ERR, payload], self.limits)
 
     def log(self, levelno: int, logger: str, message: str) -> bytes:
         return encode_frame([0, KIND_LOG, [levelno, logger, message]], self.limits)

@@ -414,6 +414,10 @@ def _helper_main(
         # The service's environment (LD_PRELOAD, PYTHONPATH, BASH_ENV...) must
         # not reach what entrypoints start: keep only what a command gets.
         scrub_environment(spec.scope.uid if spec.scope.uid is not None else os.getuid())
+        # Everything the helper runs after scoping is imported now: under
+        # Landlock (landlock=, files=) it can no longer read Python's files.
+        import privsepd.channel.server  # noqa: F401
+
         # The service's working directory is none of the helper's business
         # (and may be somewhere the helper should not hold open): start from /.
         os.chdir("/")

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from privsepd.errors import ScopingError
+from privsepd.files import Files
 from privsepd.helper import kernel
 
 __all__ = [
@@ -185,6 +186,9 @@ class Scope:
     (to ``groups``, possibly empty) whenever uid, gid or groups is given.
     With ``landlock`` set, the helper can no longer open paths outside it,
     /proc and the Python library included: import what it needs first.
+    ``files`` adds its DAC capability to ``capabilities`` and confines it
+    (and the helper) to the declared paths (:mod:`privsepd.helper.grants`);
+    with both, a path must be allowed by both rulesets.
     """
 
     capabilities: frozenset[str]
@@ -194,12 +198,22 @@ class Scope:
     umask: int = 0o077
     landlock: Landlock | None = None
     seccomp_deny: tuple[str, ...] = ()
+    files: Files | None = None
 
     def __post_init__(self) -> None:
         try:
             caps = parse_capabilities(self.capabilities)
         except (TypeError, ValueError) as e:
             raise ScopingError(str(e))
+        if self.files is not None and not isinstance(self.files, Files):
+            raise ScopingError(f"files must be a privsepd.Files, got {self.files!r}")
+        if self.files is not None and self.files.empty:
+            object.__setattr__(self, "files", None)
+        if self.files is not None:
+            caps |= self.files.capabilities
+            # Imported here, in the service: a forked helper then finds it
+            # loaded instead of importing it (and the policy package) anew.
+            import privsepd.helper.grants  # noqa: F401
         object.__setattr__(self, "capabilities", caps)
         if self.uid is not None and self.gid is None:
             # Dropping the uid but keeping gid 0 would leave root-group access.
@@ -329,7 +343,7 @@ def verify_scope(scope: Scope, report: ScopeReport) -> None:
     if report.securebits is not None:
         check("securebits", hex(report.securebits), hex(SECUREBITS))
     check("no_new_privs", report.no_new_privs, True)
-    if scope.seccomp_deny:
+    if scope.seccomp_deny or scope.files is not None:
         check("seccomp", report.seccomp, kernel.SECCOMP_MODE_FILTER)
     check("umask", oct(report.umask), oct(scope.umask))
     if scope.uid is not None:
@@ -436,9 +450,17 @@ def enter_scope(scope: Scope, keep_fds: Iterable[int] = (), parent: int | None =
     status_fd = _step(
         "open_status", os.open, "/proc/thread-self/status", os.O_RDONLY | os.O_CLOEXEC
     )
+    grants = None
     try:
         # 2. Early, so a parent dying anywhere below takes us with it.
         _step("pdeathsig", _set_pdeathsig, parent)
+        # 2b. Declared files: decided (Landlock or refuse), globs expanded,
+        #     chains checked and paths opened while still root and before
+        #     anything is dropped, so a refusal leaves nothing half done.
+        if scope.files is not None:
+            from privsepd.helper.grants import open_grants
+
+            grants = _step("files", open_grants, scope.files)
         # 3. Bounding set while we still hold CAP_SETPCAP. Dropping from the
         #    bounding set does not touch effective, so the steps below can
         #    still use CAP_SETPCAP/CAP_SETUID/CAP_SETGID.
@@ -464,7 +486,12 @@ def enter_scope(scope: Scope, keep_fds: Iterable[int] = (), parent: int | None =
         #    caps); also a precondition of landlock and seccomp without
         #    CAP_SYS_ADMIN.
         _step("no_new_privs", kernel.set_no_new_privs)
-        # 9. Filesystem sandbox; needs no_new_privs.
+        # 9. Filesystem sandbox; needs no_new_privs. The files ruleset first
+        #    (it is what confines the DAC capability), then proven by a
+        #    denied access; an extra landlock= ruleset stacks on top.
+        if grants is not None and grants.confine:
+            _step("files_landlock", grants.restrict)
+            _step("files_confined", grants.prove_confined)
         if scope.landlock is not None:
             _step(
                 "landlock",
@@ -476,6 +503,10 @@ def enter_scope(scope: Scope, keep_fds: Iterable[int] = (), parent: int | None =
         securebits = _step("read_securebits", kernel.get_securebits)
         # 10. Seccomp last: its deny list may include calls the steps above
         #     needed (prctl, setresuid, capset).
+        #     The files side-door filter goes first: a deny list may hold
+        #     prctl itself.
+        if grants is not None:
+            _step("files_seccomp", grants.install_side_door_filter)
         if scope.seccomp_deny:
             _step("seccomp", kernel.seccomp_install_deny, scope.seccomp_deny)
         # 11. Trust nothing above: read back what the kernel says and refuse
@@ -483,6 +514,8 @@ def enter_scope(scope: Scope, keep_fds: Iterable[int] = (), parent: int | None =
         report = _step("read_scope", lambda: _parse_status(_read_fd(status_fd), securebits))
         _step("verify", verify_scope, scope, report)
     finally:
+        if grants is not None:
+            grants.close()
         os.close(status_fd)
 
 

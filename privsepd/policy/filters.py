@@ -102,6 +102,7 @@ DEVIATIONS = frozenset(
         "kill-deleted-exe",  # target runs a deleted/replaced executable
         "kill-untrusted-dir",  # bare-name target found via a caller-writable $PATH dir
         "bad-user",  # run_as user does not exist (oslo crashes in preexec)
+        "privsep-helper",  # context not in privsep_contexts, or not oslo.privsep's argv shape
     }
 )
 

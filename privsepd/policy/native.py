@@ -34,7 +34,8 @@ from privsepd.constraints import (
     Str,
     constraint_from_spec,
 )
-from privsepd.errors import PolicyError
+from privsepd.errors import PolicyError, ScopingError
+from privsepd.files import WITHOUT_LANDLOCK, Files
 from privsepd.kernel_names import CAPABILITIES, SYSCALLS
 from privsepd.policy.filters import Filter, Miss, Source
 
@@ -84,6 +85,7 @@ class ContextSpec:
     allow_groups: tuple[str, ...] = ()
     audit: str | None = None
     sandbox: SandboxSpec = SandboxSpec()
+    files: Files | None = None
     source: Source | None = field(default=None, compare=False)
 
 
@@ -342,8 +344,10 @@ _CONTEXT_KEYS = frozenset(
         "allow_groups",
         "audit",
         "sandbox",
+        "files",
     }
 )
+_FILES_KEYS = frozenset({"read", "write", "without_landlock"})
 _SANDBOX_KEYS = frozenset({"landlock_read", "landlock_write", "seccomp_deny"})
 _FUNCTION_KEYS = frozenset({"name", "context", "timeout", "strict", "args"})
 _COMMAND_KEYS = frozenset(
@@ -522,7 +526,27 @@ class _Reader:
             kw["audit"] = audit
         if "sandbox" in t:
             kw["sandbox"] = self.read_sandbox(t["sandbox"], (*where, "sandbox"))
+        if "files" in t:
+            kw["files"] = self.read_files(t["files"], (*where, "files"))
         return ContextSpec(**kw)
+
+    def read_files(self, body: Any, where: tuple) -> Files | None:
+        """``files = { read = [...], write = [...], without_landlock = "refuse" }``."""
+        t = self.table(body, where, _FILES_KEYS)
+        kw: dict[str, Any] = {}
+        for key in ("read", "write"):
+            if key in t:
+                kw[key] = self.str_list(t, key, where)
+        if "without_landlock" in t:
+            choices = " or ".join(f'"{c}"' for c in WITHOUT_LANDLOCK)
+            kw["without_landlock"] = self.typed(t, "without_landlock", str, choices, where)
+        try:
+            files = Files(**kw)
+        except ScopingError as exc:
+            bad = "without_landlock" if "without_landlock" in str(exc) else None
+            key = bad or next((k for k in ("write", "read") if f"files {k}" in str(exc)), None)
+            raise self.error(str(exc), (*where, key) if key else where) from None
+        return None if files.empty else files
 
     def umask(self, t: dict, where: tuple) -> int:
         value = t["umask"]
