@@ -272,14 +272,17 @@ def _short(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _to_wire(exc: Exception) -> tuple[str, str, int | None]:
+def _to_wire(exc: Exception) -> tuple:
+    """exception_to_wire, bounded, and never raising (a hostile __str__, odd errno)."""
     try:
-        name, message, errno = exception_to_wire(exc)
+        name, message, errno, *detail = exception_to_wire(exc)
     except Exception:
         return type(exc).__name__, _text(exc), None
     if type(errno) is not int:
         errno = None
-    return name, message if len(message) <= 65536 else message[:65536] + "...", errno
+    if len(message) > 65536:
+        message = message[:65536] + "..."
+    return (name, message, errno, *detail)
 
 
 # ------------------------------------------------------------------ fork mode

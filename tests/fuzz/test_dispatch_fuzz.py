@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from privsepd.audit import MAX_FIELD, AuditLog
-from privsepd.channel.protocol import Request, encode_frame
+from privsepd.channel.protocol import Request, ServerProtocol, encode_frame
 from privsepd.constraints import IntRange
 from privsepd.helper.execute import CommandRunner
 from privsepd.helper.monitor import Entrypoint, Monitor
@@ -43,6 +43,7 @@ DECISIONS = {"allow", "deny", "error", "done"}
 # A record's strings are bounded to 16 KiB; JSON escaping of non-ASCII can
 # grow a character to 12 bytes.
 MAX_LINE = 16384 * 12 + 8192
+SERVER = ServerProtocol("t-fuzz")
 
 
 def echo(*values):
@@ -135,10 +136,10 @@ def check_invariant(helper: Helper, op, name, args, kwargs) -> tuple[bool, objec
     if ok:
         encode_frame([1, "ok", payload])  # the result crosses the channel
     else:
-        type_name, message, errno = payload
+        type_name, message, errno = payload[:3]
         assert type(type_name) is str and type(message) is str
         assert errno is None or type(errno) is int
-        encode_frame([1, "err", [type_name, message, errno]])
+        SERVER.reply_error(1, *payload)  # the error crosses the channel
     records = helper.new_records()
     assert records, f"no audit record for {op!r} {name!r}"
     for record in records:
@@ -182,7 +183,7 @@ def test_oversize_request_gets_a_reply_and_a_bounded_record(helper, request_):
 
 
 def test_the_reported_crash_is_a_denial_with_a_record(helper):
-    ok, (type_name, message, _) = check_invariant(helper, "exec", "x", [{b"k": 1}], {})
+    ok, (type_name, message, *_) = check_invariant(helper, "exec", "x", [{b"k": 1}], {})
     assert (ok, type_name) == (False, "DeniedError")
     assert message == "command must be a non-empty list of strings"
 
@@ -218,7 +219,7 @@ scalars = (
     | st.text(max_size=30)
     | st.binary(max_size=30)
 )
-keys = st.text(max_size=5) | st.binary(max_size=5) | st.integers()
+keys = st.text(max_size=5) | st.binary(max_size=5) | st.integers(-(2**63), 2**64 - 1)
 native = st.recursive(
     scalars,
     lambda children: (
@@ -260,7 +261,7 @@ def test_dispatch_denies_without_running_when_argv_holds_non_str(helper):
 
     monitor = Monitor("t-fuzz", {}, runner, AuditLog.open(str(helper.log)))
     for argv in (["true", b"x"], ["true", 1], [b"true"], ["true", None], [["true"]]):
-        ok, (type_name, message, _) = monitor.dispatch(Request(1, "exec", "true", argv, {}))
+        ok, (type_name, message, *_) = monitor.dispatch(Request(1, "exec", "true", argv, {}))
         assert (ok, type_name) == (False, "DeniedError"), argv
         assert message == "command must be a non-empty list of strings"
     helper.new_records()
@@ -286,13 +287,13 @@ def test_floats_that_json_cannot_hold_are_recorded_as_text(helper):
     ],
 )
 def test_call_arguments_of_the_wrong_shape_are_denied(helper, args, kwargs, message):
-    ok, (type_name, text, _) = check_invariant(helper, "call", HERE + "echo", args, kwargs)
+    ok, (type_name, text, *_) = check_invariant(helper, "call", HERE + "echo", args, kwargs)
     assert (ok, type_name) == (False, "DeniedError") and text.endswith(message)
 
 
 @pytest.mark.parametrize("name", [b"x", None, ["x"], {b"k": 1}, 7])
 def test_a_function_name_that_is_not_str_is_an_unknown_function(helper, name):
-    ok, (type_name, _, _) = check_invariant(helper, "call", name, [], {})
+    ok, (type_name, *_) = check_invariant(helper, "call", name, [], {})
     assert (ok, type_name) == (False, "UnknownFunctionError")
 
 
@@ -309,6 +310,6 @@ class BrokenSink(AuditLog):
 @pytest.mark.parametrize("op", ["call", "exec", "ping"])
 def test_dispatch_answers_even_when_the_audit_sink_itself_is_broken(op):
     monitor = Monitor("t-fuzz", ENTRYPOINTS, lambda argv, options: [0, b"", b""], BrokenSink())
-    ok, (type_name, message, _) = monitor.dispatch(Request(1, op, HERE + "echo", ["true"], {}))
+    ok, (type_name, message, *_) = monitor.dispatch(Request(1, op, HERE + "echo", ["true"], {}))
     assert (ok, type_name) == (False, "RuntimeError")
     assert "ValueError: sink bug" in message
