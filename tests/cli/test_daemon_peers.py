@@ -85,10 +85,15 @@ def start_daemon(directory: Path, policy: str, contexts: list[str]) -> subproces
         env={"PATH": os.defpath, "PYTHONPATH": str(directory / "lib")},
     )  # fmt: skip
     deadline = time.monotonic() + 20
-    while not all(_listening(sockets / f"{name}.sock") for name in contexts):
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "daemon did not start"
-        time.sleep(0.02)
+    try:
+        while not all(_listening(sockets / f"{name}.sock") for name in contexts):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "daemon did not start"
+            time.sleep(0.02)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     sockets.chmod(0o755)
     return proc
 
@@ -151,11 +156,15 @@ def daemon(accounts):
             "t-gids": "allow_gids = [4711]",
         },
     )
-    proc = start_daemon(directory, policy, ["t-groups", "t-gids"])
-    yield directory / "sock"
-    proc.kill()
-    proc.wait()
-    shutil.rmtree(directory)
+    try:
+        proc = start_daemon(directory, policy, ["t-groups", "t-gids"])
+        try:
+            yield directory / "sock"
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        shutil.rmtree(directory)
 
 
 def test_a_supplementary_member_of_an_allowed_group_is_admitted(daemon, accounts):
