@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import in_child
+from conftest import in_child, unix_listening
 from sysaccounts import system_group, system_user, unique
 
 from privsepd import HandshakeError
@@ -86,7 +86,7 @@ def start_daemon(directory: Path, policy: str, contexts: list[str]) -> subproces
     )  # fmt: skip
     deadline = time.monotonic() + 20
     try:
-        while not all(_listening(sockets / f"{name}.sock") for name in contexts):
+        while not all(unix_listening(sockets / f"{name}.sock") for name in contexts):
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "daemon did not start"
             time.sleep(0.02)
@@ -96,20 +96,6 @@ def start_daemon(directory: Path, policy: str, contexts: list[str]) -> subproces
         raise
     sockets.chmod(0o755)
     return proc
-
-
-def _listening(path: Path) -> bool:
-    """The socket exists and accepts (it is bound a moment before listen())."""
-    if not path.exists():
-        return False
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-        return True
-    except ConnectionRefusedError:
-        return False
-    finally:
-        probe.close()
 
 
 def call_as(path: str, context: str, uid: int, gid: int, groups: list[int]) -> str:
