@@ -12,12 +12,48 @@ Heavier names are imported on first use, so ``privsepd-rootwrap`` (which
 imports this package) starts without loading msgpack or cffi.
 """
 
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 # The one place the version is written; setup.cfg reads it (attr:).
 __version__ = "0.1.0"
 
-from privsepd.errors import (
+
+def _no_bytecode_from_a_callers_limits() -> None:
+    """Write no .pyc when root runs with a caller's file-size limit or lax umask.
+
+    ``privsepd-rootwrap`` and ``privsepd helper`` run as root through sudo
+    with some of the caller's process state. CPython's import system ignores
+    a short write, so a .pyc written under a small RLIMIT_FSIZE stays
+    truncated in root's cache and breaks that module for every later user;
+    under umask 0 it creates world-writable ``__pycache__`` directories, in
+    which anyone could plant bytecode that root would then run. (This
+    module's own .pyc is written before this runs: install compiled.)
+    """
+    if os.geteuid() != 0:
+        return
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    if int(line.split()[1], 8) & 0o022 != 0o022:
+                        sys.dont_write_bytecode = True
+                    break
+        with open("/proc/self/limits", "rb") as f:
+            for line in f:
+                if line.startswith(b"Max file size"):
+                    if line.split()[3] != b"unlimited":
+                        sys.dont_write_bytecode = True
+                    break
+    except (OSError, IndexError, ValueError):
+        sys.dont_write_bytecode = True
+
+
+_no_bytecode_from_a_callers_limits()
+
+from privsepd.errors import (  # noqa: E402 -- after the bytecode guard above
+    AuditError,
     CallTimeout,
     ConstraintError,
     DeniedError,
@@ -65,6 +101,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "__version__",
+    "AuditError",
     "CallTimeout",
     "ConstraintError",
     "Context",

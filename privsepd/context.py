@@ -184,7 +184,7 @@ class Context:
 
     def scope(self) -> Any:
         """The kernel scope the helper will enter (resolved now, at start)."""
-        from privsepd.helper.scoping import Scope, resolve_user
+        from privsepd.helper.scoping import Scope, refuse_root_identity, resolve_user
 
         if self.files is not None and self._command_runner_factory is not None:
             # Landlock grants no execute right to a files context: every
@@ -202,6 +202,7 @@ class Context:
             groups: tuple[int, ...] = ()
         else:
             uid, gid, groups = resolve_user(self.user, self.group)
+            refuse_root_identity(self.name, self.user, self.group, uid, gid, groups)
         return Scope(
             capabilities=self.capabilities,
             uid=uid,

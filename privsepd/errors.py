@@ -89,6 +89,14 @@ class ScopingError(PrivsepError):
     """The helper could not reach, or could not prove, its declared scope."""
 
 
+class AuditError(PrivsepError):
+    """The audit sink could not be opened, or refused a record.
+
+    At start this stops the helper (or daemon, or rootwrap) from serving; for
+    a call it means the call was refused, since nothing may run unrecorded.
+    """
+
+
 # ------------------------------------------------------- crossing the channel
 
 _BUILTIN_ALLOWED: dict[str, type[Exception]] = {
@@ -129,8 +137,10 @@ _PRIVSEPD_ALLOWED: dict[str, type[PrivsepError]] = {
         UnknownFunctionError,
         ConstraintError,
         PolicyError,
+        UnsafePolicyError,
         CallTimeout,
         ScopingError,
+        AuditError,
     )
 }
 
@@ -138,6 +148,7 @@ _PRIVSEPD_ALLOWED: dict[str, type[PrivsepError]] = {
 _STRUCTURED_FIELDS: dict[type, tuple[str, ...]] = {
     ConstraintError: ("argument", "rule"),
     PolicyError: ("path", "line", "reason"),
+    UnsafePolicyError: ("path", "line", "reason"),
 }
 
 
@@ -321,7 +332,7 @@ def _rebuild(type_name: str, message: str, errno: int | None) -> Exception:
         # that code reading them gets None rather than AttributeError.
         for attr in _STRUCTURED_FIELDS.get(cls, ()):
             setattr(exc, attr, None)
-        if cls is PolicyError:
+        if issubclass(cls, PolicyError):
             setattr(exc, "reason", message)  # noqa: B010 - PolicyError's own field
         return exc
     builtin = _BUILTIN_ALLOWED.get(type_name)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from privsepd.audit import AuditLog
-from privsepd.errors import HelperDiedError, ScopingError
+from privsepd.errors import HandshakeError, HelperDiedError, ScopingError
 from privsepd.helper.monitor import HelperProcess, HelperSpec
 
 if TYPE_CHECKING:
@@ -221,26 +221,68 @@ class SpawnMode:
 
 
 class DaemonMode:
-    """Connect to ``privsepd serve``, which forks a scoped helper per connection."""
+    """Connect to ``privsepd serve``, which forks a scoped helper per connection.
+
+    Before a single byte is sent, the kernel's word on who listens
+    (SO_PEERCRED) must be root or ``server_user``: anyone who could bind the
+    path first (or swap the socket) would otherwise receive the calls.
+    """
 
     handshake_floor = 5.0
 
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, server_user: str | int | None = None) -> None:
         self.socket_path = socket_path
+        self.server_user = server_user
+
+    def server_uids(self) -> frozenset[int]:
+        """uids a daemon socket may be served by: root, and ``server_user`` if set."""
+        uids = {0}
+        user = self.server_user
+        if user is not None:
+            if type(user) is int:
+                uids.add(user)
+            else:
+                import pwd
+
+                try:
+                    uids.add(pwd.getpwnam(str(user)).pw_uid)
+                except KeyError:
+                    raise HandshakeError(f"unknown daemon user {user!r}") from None
+        return frozenset(uids)
 
     def open(self, ctx: Context) -> HelperLink:
+        from privsepd.channel.peer import peer_credentials
+
+        allowed = self.server_uids()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.socket_path)
+            server = peer_credentials(sock)
         except OSError as exc:
             sock.close()
             raise HelperDiedError(
                 f"cannot connect to privsepd daemon at {self.socket_path}: {exc.strerror}"
             ) from None
+        if server.uid not in allowed:
+            sock.close()
+            expected = " or ".join(_describe_uid(uid) for uid in sorted(allowed))
+            raise HandshakeError(
+                f"{self.socket_path} is served by {_describe_uid(server.uid)} (pid "
+                f"{server.pid}), not {expected}: refusing to send it anything"
+            )
         return _DaemonLink(sock)
 
     def __repr__(self) -> str:
         return f"DaemonMode({self.socket_path!r})"
+
+
+def _describe_uid(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def mode_for(socket_path: str | None, helper_command: Sequence[str] | None) -> StartMode:

@@ -76,19 +76,32 @@ cannot execute; 128+N killed by signal N. See privsepd-rootwrap(8).
 # -- running ----------------------------------------------------------------------
 
 
-def _syslog(config, execname: str, level: int, message: str) -> None:  # noqa: ANN001
-    """oslo's SysLogHandler line: '<PRI>EXECNAME: MESSAGE\\0' to /dev/log."""
+def _syslog(
+    config,  # noqa: ANN001
+    execname: str,
+    level: int,
+    message: str,
+    address: str = "/dev/log",
+) -> None:
+    """oslo's SysLogHandler line: '<PRI>EXECNAME: MESSAGE\\0' to /dev/log.
+
+    The message holds the caller's argv: control characters are escaped so
+    that an argument with a newline cannot forge a second line.
+    """
     if not config.use_syslog or level < config.syslog_log_level:
         return
     import _socket
 
+    from privsepd.audit import escape_control
+
     severity = {10: 7, 20: 6, 30: 4, 40: 3, 50: 2}.get(level, 6)
     pri = (config.syslog_log_facility << 3) | severity
-    line = f"<{pri}>{os.path.basename(execname)}: {message}\0".encode(errors="replace")
+    text = escape_control(f"{os.path.basename(execname)}: {message}")
+    line = f"<{pri}>{text}\0".encode(errors="replace")
     try:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
         try:
-            sock.connect("/dev/log")
+            sock.connect(address)
             sock.send(line)
         finally:
             sock.close()
@@ -96,24 +109,43 @@ def _syslog(config, execname: str, level: int, message: str) -> None:  # noqa: A
         pass
 
 
+_audit_log = None
+
+
 def _audit(**fields) -> None:  # noqa: ANN003
-    """One JSON audit record per decision to syslog (authpriv), like the helper's."""
-    import _socket
-    import json
+    """One JSON audit record per decision, written by this (root) process.
+
+    The sink is privsepd's default (syslog via /dev/log, else the root-owned
+    /var/log/privsepd/audit.jsonl). Raises privsepd.errors.AuditError when
+    running as root and the record cannot be written: callers about to run
+    a command must then refuse. Unprivileged runs grant nothing, so there the
+    record is best effort.
+    """
+    global _audit_log
+    from privsepd.audit import AuditLog
+    from privsepd.errors import AuditError
 
     fields["event"] = "rootwrap"
     for key in ("SUDO_USER", "SUDO_UID"):
         if key in os.environ:
             fields[key.lower()] = os.environ[key]
-    msg = f"<86>privsepd-rootwrap[{os.getpid()}]: {json.dumps(fields, sort_keys=True)}"
     try:
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
-        try:
-            sock.connect("/dev/log")
-            sock.send(msg.encode(errors="replace"))
-        finally:
-            sock.close()
-    except OSError:
+        if _audit_log is None:
+            _audit_log = AuditLog.open(None, tag="privsepd-rootwrap")
+            _audit_log.client_copy = False  # stderr belongs to the command
+        _audit_log.record(**fields)
+    except AuditError:
+        if os.geteuid() == 0:
+            raise
+
+
+def _audit_outcome(**fields) -> None:  # noqa: ANN003
+    """A record after the fact (rc, error): the decision record was already written."""
+    from privsepd.errors import AuditError
+
+    try:
+        _audit(**fields)
+    except AuditError:
         pass
 
 
@@ -478,7 +510,12 @@ def _main(execname: str, args: list[str]) -> int:
         msg = decision.message
         if config is not None:
             _syslog(config, execname, 40, msg)
-        _audit(decision="deny", argv=userargs, reason=decision.reason, rc=decision.rc)
+        from privsepd.errors import AuditError
+
+        try:
+            _audit(decision="deny", argv=userargs, reason=decision.reason, rc=decision.rc)
+        except AuditError as exc:
+            raise _Exit(decision.rc, msg, f"and the denial was not audited: {exc}") from None
         raise _Exit(decision.rc, msg)
     from privsepd.helper.execute import plan_for
 
@@ -495,10 +532,17 @@ def _main(execname: str, args: list[str]) -> int:
             f"{list(decision.command)} (filter match = {decision.filter.name})",
         )
     rule = f"{decision.filter.source.path}:{decision.filter.source.line} {decision.filter.name}"
+    from privsepd.errors import AuditError
+
+    try:
+        # Before the command runs: nothing runs as root without a record.
+        _audit(decision="allow", argv=userargs, rule=rule, run_as=plan.user.pw_name)
+    except AuditError as exc:
+        raise _Exit(RC_CANNOT_EXECUTE, f"Cannot execute {plan.argv[0]}: {exc}") from None
     try:
         rc = run_plan(plan, loaded.native)
     except _Exit as exc:
-        _audit(decision="error", argv=userargs, rule=rule, error=exc.message)
+        _audit_outcome(decision="error", argv=userargs, rule=rule, error=exc.message)
         raise
-    _audit(decision="allow", argv=userargs, rule=rule, run_as=plan.user.pw_name, rc=rc)
+    _audit_outcome(decision="done", argv=userargs, rule=rule, rc=rc)
     return rc

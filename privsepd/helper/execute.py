@@ -346,6 +346,9 @@ class CommandRunner:
 
     # -- running -----------------------------------------------------------
 
+    #: The helper's Monitor leaves the records of commands to this runner.
+    records_decisions = True
+
     def run(
         self,
         argv: Sequence[str],
@@ -353,27 +356,37 @@ class CommandRunner:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes, bytes]:
-        """Decide, run, audit; return (returncode, stdout, stderr).
+        """Decide, record, run, record; return (returncode, stdout, stderr).
 
-        returncode is negative (-N) when the command was killed by signal N.
+        The "allow" record is written before the command starts; if it cannot
+        be written the command does not run (DeniedError). returncode is
+        negative (-N) when the command was killed by signal N.
         """
         start = time.monotonic()
         plan = None
+        allowed = False
         try:
             if input is not None and type(input) is not bytes:
                 raise TypeError("input must be bytes")
             if timeout is not None and (type(timeout) not in (int, float) or timeout <= 0):
                 raise ValueError(f"timeout must be a positive number, got {timeout!r}")
             plan = self.plan(argv, env, timeout)
-            rc, out, err = self._pinned_spawn(plan, input)
+            fds = self._pin(plan)
+            try:
+                self._record_allow(argv, plan)  # the record comes before the command runs
+                allowed = True
+                rc, out, err = spawn(plan, input, self.max_output)
+            finally:
+                for fd in fds:
+                    os.close(fd)
         except Exception as exc:
-            self._record(argv, plan, start, None, exc)
+            self._record(argv, plan, start, None, exc, allowed)
             raise
-        self._record(argv, plan, start, rc, None)
+        self._record(argv, plan, start, rc, None, allowed)
         return rc, out, err
 
-    def _pinned_spawn(self, plan: ExecPlan, input: bytes | None) -> tuple[int, bytes, bytes]:
-        """Pin the plan's path arguments, spawn, and close the pinned descriptors."""
+    def _pin(self, plan: ExecPlan) -> list[int]:
+        """Pin the plan's path arguments to opened descriptors (a race denies the command)."""
         from privsepd.paths import PathRefused, pin_command
 
         try:
@@ -384,20 +397,43 @@ class CommandRunner:
                 f"{exc.detail}; nothing was run"
             ) from None
         plan.fds = tuple(fds)
-        try:
-            return spawn(plan, input, self.max_output)
-        finally:
-            for fd in fds:
-                os.close(fd)
+        return fds
 
     def __call__(self, argv: list, options: dict) -> list:
         unknown = set(options) - {"input", "timeout", "env"}
         if unknown:
-            raise ValueError(f"unknown execute option(s): {sorted(unknown)}")
+            exc = ValueError(f"unknown execute option(s): {sorted(unknown)}")
+            self._record(argv, None, time.monotonic(), None, exc, False)
+            raise exc
         rc, out, err = self.run(
             argv, options.get("input"), options.get("timeout"), options.get("env")
         )
         return [rc, out, err]
+
+    def _fields(self, argv: Sequence[str], plan: ExecPlan | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {"event": "command", "context": self.context}
+        argv = list(argv)
+        if all(type(a) is str for a in argv):
+            fields["argv"] = argv
+        else:
+            fields["args"] = argv
+        if plan is not None:
+            rule = plan.decision.filter
+            fields.update(rule=str(rule.source), run_as=plan.user.pw_name, caps=sorted(plan.caps))
+            if plan.argv != argv:
+                fields["command"] = plan.argv
+        return fields
+
+    def _record_allow(self, argv: Sequence[str], plan: ExecPlan) -> None:
+        """The decision, before the command runs; a failed write refuses the command."""
+        if not self.audit.wants("allow"):
+            return
+        from privsepd.errors import AuditError
+
+        try:
+            self.audit.record(decision="allow", **self._fields(argv, plan))
+        except AuditError as exc:
+            raise DeniedError(f"refused: {exc}") from None
 
     def _record(
         self,
@@ -406,30 +442,30 @@ class CommandRunner:
         start: float,
         rc: int | None,
         exc: Exception | None,
+        allowed: bool,
     ) -> None:
+        """The outcome: "done" with rc, "error", or "deny" (never raises)."""
         if exc is None:
-            verdict = "allow"
+            verdict = "done"
         else:
-            verdict = "deny" if isinstance(exc, DeniedError) else "error"
+            verdict = "deny" if isinstance(exc, DeniedError) and not allowed else "error"
         if not self.audit.wants(verdict):
             return
-        from privsepd.audit import summarize
+        from privsepd.errors import AuditError
 
-        fields: dict[str, Any] = {
-            "event": "command",
-            "context": self.context,
-            "decision": verdict,
-            "argv": summarize(list(argv)),
-            "duration_ms": round((time.monotonic() - start) * 1000, 3),
-        }
-        if plan is not None:
-            rule = plan.decision.filter
-            fields.update(rule=str(rule.source), run_as=plan.user.pw_name, caps=sorted(plan.caps))
+        fields = self._fields(argv, plan)
+        fields["decision"] = verdict
+        fields["duration_ms"] = round((time.monotonic() - start) * 1000, 3)
         if rc is not None:
             fields["rc"] = rc
         if exc is not None:
             fields["error"] = f"{type(exc).__name__}: {exc}"
-        self.audit.record(**fields)
+        try:
+            self.audit.record(**fields)
+        except AuditError as err:
+            import logging
+
+            logging.getLogger(__name__).error("%s", err)
 
 
 def lower_nofile(limit: int) -> None:
@@ -677,8 +713,10 @@ def runner_factory(
 
     The policy is compiled now, in the service (so a broken policy fails at
     declaration, not on the first command); the factory runs in the helper
-    after fork and before scoping, where it opens the audit sink and lowers
-    RLIMIT_NOFILE.
+    after fork and before scoping, where it lowers RLIMIT_NOFILE. In a
+    helper, commands are recorded in the context's own audit sink (the one
+    kept open through scoping); ``audit`` names a sink for a runner built
+    outside a helper.
     """
     index = _index_of(policy, context, exec_dirs)
     if rlimit_nofile is None:
@@ -686,9 +724,12 @@ def runner_factory(
     if not isinstance(ini_capabilities, frozenset):
         ini_capabilities = tuple(ini_capabilities)
 
-    def factory() -> Callable[[list, dict], list]:
+    def factory(helper_audit: Any = None) -> Callable[[list, dict], list]:
         from privsepd.audit import AuditLog
 
+        log = helper_audit
+        if log is None and audit is not None:
+            log = AuditLog.open(audit)
         return CommandRunner(
             index,
             context=context,
@@ -696,7 +737,7 @@ def runner_factory(
             rlimit_nofile=rlimit_nofile,
             default_timeout=default_timeout,
             max_output=max_output,
-            audit=AuditLog.open(audit) if audit is not None else None,
+            audit=log,
         )
 
     return factory

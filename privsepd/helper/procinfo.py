@@ -54,11 +54,39 @@ def helper_title(context: str, capabilities: Iterable[str]) -> str:
     return f"{COMM}: {context} [{', '.join(sorted(capabilities))}]"
 
 
+_argv_found = False  # python-prctl has located argv (it caches it): later calls are safe
+
+
+def _environ_untouched() -> bool:
+    """True while ``environ[0]`` is still the kernel's first environment string.
+
+    On Python 3, python-prctl finds argv by walking back from ``environ[0]``;
+    once the environment was cleared or its first variable unset (the
+    helper's scrub does both), that walk runs through the heap and crashes.
+    """
+    try:
+        import ctypes
+
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        env_start = int(fields[50 - 3])  # proc(5) field 50, env_start; the list starts at 3
+        environ = ctypes.POINTER(ctypes.c_void_p).in_dll(ctypes.CDLL(None), "environ")
+        return bool(environ) and environ[0] == env_start
+    except (OSError, ValueError, IndexError, AttributeError):
+        return False
+
+
 def set_title(title: str) -> str:
-    """Set this process's title; return how: ``"cmdline"`` or ``"comm"`` only."""
-    if _prctl is not None:
+    """Set this process's title; return how: ``"cmdline"`` or ``"comm"`` only.
+
+    The command line is rewritten only where python-prctl can do it safely
+    (see :func:`_environ_untouched`); ``comm`` is always set.
+    """
+    global _argv_found
+    if _prctl is not None and (_argv_found or _environ_untouched()):
         _prctl.set_name(COMM)
         _prctl.set_proctitle(title)
+        _argv_found = True
         return "cmdline"
     kernel.set_name(COMM)
     return "comm"

@@ -43,6 +43,7 @@ __all__ = [
     "enter_scope",
     "parse_capabilities",
     "read_scope",
+    "refuse_root_identity",
     "resolve_user",
     "verify_scope",
 ]
@@ -113,6 +114,37 @@ def resolve_user(name: str | None, group: str | None = None) -> tuple[int, int, 
             raise ScopingError(f"unknown group {group!r}")
     groups = set(os.getgrouplist(pw.pw_name, gid))
     return pw.pw_uid, gid, tuple(sorted(groups))
+
+
+def refuse_root_identity(
+    context: str,
+    user: str | None,
+    group: str | None,
+    uid: int,
+    gid: int,
+    groups: tuple[int, ...],
+) -> None:
+    """Raise ScopingError if a resolved identity is root's in any part.
+
+    Checked on the numbers, not the names: ``"0"``, ``"root"`` and an alias
+    such as ``toor`` (``useradd -o -u 0``) all resolve to uid 0, and
+    ``group = "root"`` (or a user whose groups include gid 0) to root's
+    group, which owns and can write much of the system. Root is only ever
+    kept through the explicit ``stay_root`` opt-in.
+    """
+    found = []
+    if uid == 0:
+        found.append(f"user {user!r} resolves to uid 0")
+    if gid == 0:
+        source = f"group {group!r}" if group is not None else f"the primary group of {user!r}"
+        found.append(f"{source} resolves to gid 0")
+    elif 0 in groups:
+        found.append(f"user {user!r} has supplementary group 0 (root)")
+    if found:
+        raise ScopingError(
+            f"context {context!r}: {'; '.join(found)}; running as root needs the explicit "
+            "opt-in stay_root = true"
+        )
 
 
 def _getpw(name: str) -> pwd.struct_passwd:
@@ -396,16 +428,19 @@ def _read_fd(fd: int) -> str:
     return b"".join(chunks).decode()
 
 
-def enter_scope(scope: Scope, keep_fds: Iterable[int] = ()) -> None:
+def enter_scope(scope: Scope, keep_fds: Iterable[int] = (), parent: int | None = None) -> None:
     """Scope the calling (freshly forked, root) process to *scope*, then prove it.
 
     Must run single-threaded, before the helper serves anything. Raises
     ScopingError naming the step that failed; the caller must then exit
-    rather than serve, since the process may be half-scoped.
+    rather than serve, since the process may be half-scoped. *parent* is the
+    pid the helper must die with; pass the pid taken before the fork (the
+    default, the parent at this moment, misses a parent that already died).
     """
     keep = sorted({int(fd) for fd in keep_fds})
     mask = kernel.cap_mask(scope.capabilities)
-    parent = os.getppid()
+    if parent is None:
+        parent = os.getppid()
 
     # 1. First, so nothing the parent had open (sockets, log files, the
     #    service's database connection) stays reachable from the helper.

@@ -572,10 +572,21 @@ class _Reader:
             if key in t:
                 kw[key] = self.str_list(t, key, where, _ACCOUNT)
         if "audit" in t:
-            audit = self.typed(t, "audit", str, 'a target ("logger", "syslog" or a path)', where)
-            if audit not in ("logger", "syslog") and not audit.startswith("/"):
+            audit = self.typed(t, "audit", str, 'a target ("syslog", "none" or a path)', where)
+            if audit == "logger":
                 raise self.error(
-                    f'audit must be "logger", "syslog" or an absolute path, got {audit!r}',
+                    'audit = "logger" sent records only to the client, which may suppress '
+                    'them; write "none" to run without a root-owned trail, or leave audit unset',
+                    (*where, "audit"),
+                )
+            if (
+                audit not in ("syslog", "none")
+                and not audit.startswith("/")
+                and not audit.startswith("syslog:/")
+            ):
+                raise self.error(
+                    'audit must be "syslog", "syslog:/SOCKET", "none" or an absolute path, '
+                    f"got {audit!r}",
                     (*where, "audit"),
                 )
             kw["audit"] = audit

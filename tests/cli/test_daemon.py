@@ -6,10 +6,9 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
-from conftest import in_child
+from conftest import in_child, wait_listening
 
 from privsepd import HandshakeError, UnknownFunctionError
 from privsepd.channel.protocol import OP_CALL
@@ -31,18 +30,6 @@ args.path = { path_under = "/etc", must_exist = true }
 @pytest.fixture
 def daemon_args() -> list[str]:
     return []
-
-
-def _listening(path: str) -> bool:
-    """The socket at ``path`` accepts connections (read from /proc: no probe connects,
-    which would use up one of the peer's helpers)."""
-    with open("/proc/net/unix") as table:
-        next(table)
-        for line in table:
-            fields = line.split()
-            if len(fields) >= 8 and fields[7] == path and int(fields[3], 16) & 0x10000:
-                return True
-    return False
 
 
 @pytest.fixture
@@ -69,12 +56,7 @@ def daemon(trusted_dir, daemon_args):
         stderr=subprocess.PIPE,
     )
     path = os.path.join(sockets, "t-daemon.sock")
-    deadline = time.monotonic() + 10
-    while not _listening(path):  # the socket file exists before listen() runs
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"daemon did not start: {proc.stderr.read().decode()}")
-        time.sleep(0.02)
+    wait_listening(path, proc)
     os.chmod(sockets, 0o755)
     yield path
     proc.kill()

@@ -16,6 +16,7 @@ import time
 from multiprocessing.managers import RemoteError as OsloRemoteError
 
 import pytest
+from conftest import wait_listening
 from test_rootwrap_method import privsepd_command
 
 from privsepd.compat.rootwrap_client import Client
@@ -105,10 +106,7 @@ def test_daemon_socket_form_connects_to_privsepd_serve(trusted_dir, policy):
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 10
-        while not (sockets / "t-rwclient.sock").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.02)
+        wait_listening(sockets / "t-rwclient.sock", proc)
         c = Client([f"unix:{sockets / 't-rwclient.sock'}"])
         assert c.execute(["cat"], "via daemon") == (0, "via daemon", "")
         c.stop()

@@ -12,12 +12,11 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import spawnsvc
-from conftest import in_child, proc_status
+from conftest import in_child, proc_status, wait_listening
 from oslo_config import cfg
 from svcdeps.netlink import NetlinkError
 
@@ -84,12 +83,9 @@ def daemon(trusted_dir, policy):
     sockets = trusted_dir / "sock"
     cmd = privsepd_command("serve", "--policy", policy, "--socket-dir", str(sockets))
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while not (sockets / "spawnsvc.other.sock").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"daemon did not start: {proc.stderr.read().decode()}")
-        time.sleep(0.02)
+    # Both contexts' sockets: the second is bound after the first listens.
+    wait_listening(sockets / "spawnsvc.ctx.sock", proc)
+    wait_listening(sockets / "spawnsvc.other.sock", proc)
     yield sockets
     proc.kill()
     proc.wait()

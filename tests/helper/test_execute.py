@@ -324,10 +324,13 @@ def test_every_decision_is_audited_with_rule_and_rc(root, trusted_dir):
         runner.run(["ls"])
     import json
 
-    allow, deny = (json.loads(line) for line in log.read_text().splitlines())
-    assert allow["decision"] == "allow" and allow["rc"] == 0
+    allow, done, deny = (json.loads(line) for line in log.read_text().splitlines())
+    # The decision is written before the command runs, the outcome after.
+    assert allow["decision"] == "allow" and "rc" not in allow and allow["argv"] == ["true"]
     assert allow["rule"].startswith("test.filters:") and allow["rule"].endswith("(true)")
+    assert done["decision"] == "done" and done["rc"] == 0 and done["argv"] == ["true"]
     assert deny["decision"] == "deny" and "no filter matched" in deny["error"]
+    assert deny["argv"] == ["ls"]
 
 
 def test_command_runs_in_its_own_session(root_ctx):

@@ -9,6 +9,7 @@ PyPy) is exercised in a fresh interpreter where ``import prctl`` fails.
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import textwrap
@@ -180,3 +181,38 @@ def test_a_scoped_helper_reads_the_same_through_python_prctl():
         assert _second_reading() == ["CAP_NET_ADMIN"]
     finally:
         second.stop()
+
+
+def test_title_after_the_environment_was_cleared_falls_back_to_comm_instead_of_crashing():
+    # python-prctl finds argv by walking back from environ[0]: with the
+    # environment cleared that walk would run through the heap (SIGSEGV).
+    def child() -> list[str]:
+        os.environ.clear()
+        how = procinfo.set_title("privsepd-helper: t [CAP_NET_ADMIN]")
+        return [how, _comm(os.getpid())]
+
+    assert in_child(child) == ["comm", "privsepd-helper"]
+
+
+@needs_python_prctl
+def test_title_once_set_can_be_set_again_after_the_environment_changed():
+    def child() -> list[str]:
+        procinfo.set_title("privsepd-helper")
+        os.environ.clear()
+        how = procinfo.set_title("privsepd-helper: t [CAP_NET_ADMIN]")
+        return [how, _cmdline(os.getpid())]
+
+    assert in_child(child) == ["cmdline", "privsepd-helper: t [CAP_NET_ADMIN]"]
+
+
+def test_a_service_that_cleared_its_environment_still_gets_a_scoped_helper():
+    require_root()
+    code = FALLBACK.replace('sys.modules["prctl"] = None', "import os; os.environ.clear()")
+    code = code.replace("assert not procinfo.HAVE_PYTHON_PRCTL\n", "").replace(
+        "assert procinfo.prctl_readback() is None\n", ""
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], input="\n", capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().isdigit()
