@@ -25,6 +25,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import needs_inheritable_o_path, needs_posix_spawn
 from racing import ATTACKER_UID, HARMLESS, SECRET, Swapper, build_tree
 
 from privsepd.constraints import PathUnder
@@ -166,6 +167,7 @@ def test_new_name_in_a_directory_a_user_can_write_is_refused(tree):
         pin(str(tree["base"]), str(tree["d"] / "new"))
 
 
+@needs_inheritable_o_path
 def test_new_name_in_a_root_only_directory_is_pinned_by_its_directory(trusted_dir):
     base = trusted_dir / "root-only"
     base.mkdir(mode=0o755)
@@ -366,6 +368,7 @@ def _assert_held(counts: dict[str, int]) -> None:
     assert counts["other"] == 0, counts
 
 
+@needs_posix_spawn
 def test_execute_path_argument_holds_while_a_directory_is_swapped(root, trusted_dir, tree):
     ctx = _native_ctx(trusted_dir, "t-race-arg", f'[{{ path_under = "{tree["base"]}" }}]')
     try:
@@ -375,6 +378,7 @@ def test_execute_path_argument_holds_while_a_directory_is_swapped(root, trusted_
     _assert_held(counts)
 
 
+@needs_posix_spawn
 def test_execute_rest_path_arguments_hold_while_a_directory_is_swapped(root, trusted_dir, tree):
     args = f'[{{ rest = {{ path_under = "{tree["base"]}" }} }}]'
     ctx = _native_ctx(trusted_dir, "t-race-rest", args)
@@ -385,6 +389,7 @@ def test_execute_rest_path_arguments_hold_while_a_directory_is_swapped(root, tru
     _assert_held(counts)
 
 
+@needs_posix_spawn
 def test_execute_chained_path_argument_holds_while_a_directory_is_swapped(root, trusted_dir, tree):
     args = f'[{{ path_under = "{tree["base"]}" }}]'
     ctx = _native_ctx(trusted_dir, "t-race-chain", args, chain=True)
@@ -419,6 +424,7 @@ def test_entrypoint_using_path_under_open_holds_while_a_directory_is_swapped(roo
     _assert_held(counts)
 
 
+@needs_posix_spawn
 def test_rootwrap_path_filter_holds_while_a_directory_is_swapped(root, trusted_dir, tree):
     from privsepd.cli import rootwrap
 
@@ -460,6 +466,7 @@ def test_rootwrap_path_filter_holds_while_a_directory_is_swapped(root, trusted_d
     _assert_held(counts)
 
 
+@needs_posix_spawn
 def test_rootwrap_console_script_hands_cat_the_pinned_file(root, trusted_dir, tree):
     import shutil
     import sys

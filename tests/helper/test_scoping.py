@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import require_feature
+from conftest import needs_python_prctl, require_feature
 from sysaccounts import system_group, system_user, unique
 
 from privsepd.errors import ScopingError
@@ -694,6 +694,7 @@ def test_verify_scope_rejects_an_unscoped_process(root: None) -> None:
         assert field in str(info.value), field
 
 
+@needs_python_prctl
 def test_read_scope_of_self_matches_proc(root: None) -> None:
     import prctl  # python-prctl: an independent read of the securebits
 
