@@ -7,6 +7,7 @@ calls travel to the helper, are checked there, and run there.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from privsepd.audit import AuditLog
-from privsepd.channel.client import ClientChannel
+from privsepd.channel.client import ClientChannel, NotSentError
 from privsepd.channel.protocol import OP_CALL, OP_EXEC, OP_PING, ClientProtocol, Limits
 from privsepd.errors import HelperDiedError, PrivsepError
 from privsepd.helper.monitor import Entrypoint, Monitor
@@ -44,7 +45,9 @@ class Context:
         landlock: Any = None,
         seccomp_deny: Iterable[str] = (),
         limits: Limits | None = None,
+        max_frame: int | None = None,
         max_workers: int = 8,
+        max_abandoned: int = 2,
         audit: str | None = None,
         logger: logging.Logger | None = None,
         command_runner: Callable[[], Callable[[list, dict], Any]] | None = None,
@@ -64,7 +67,15 @@ class Context:
         self.landlock = landlock
         self.seccomp_deny = tuple(seccomp_deny)
         self.limits = limits or Limits()
+        if max_frame is not None:
+            # Both ends refuse a frame over it; in daemon and spawn mode the
+            # helper takes its own from policy (context key ``max_frame``).
+            self.limits = dataclasses.replace(self.limits, max_frame=int(max_frame))
         self.max_workers = max_workers
+        # Timed-out calls still running in the helper, per entrypoint, before
+        # new calls to it are held back (BusyError); half the helper's
+        # workers in all. See privsepd.channel.client.
+        self.max_abandoned = max_abandoned
         self.audit_target = audit
         self.logger = logger or logging.getLogger(f"privsepd.{name}")
         self._command_runner_factory = command_runner
@@ -201,12 +212,20 @@ class Context:
         """Open a helper in this context's mode; keep it only if the handshake passes."""
         self._discard_locked()
         helper = self.mode.open(self)
+        # The channel gets its own descriptor: it closes it only once no
+        # caller is inside a send or poll on it, whoever stops the helper.
         channel = ClientChannel(
-            helper.sock, self.name, ClientProtocol(self.name, self.limits), self.logger
+            helper.sock.dup(),
+            self.name,
+            ClientProtocol(self.name, self.limits),
+            self.logger,
+            max_abandoned=self.max_abandoned,
+            max_abandoned_total=max(1, self.max_workers // 2),
         )
         try:
             channel.handshake(timeout=max(self.timeout, self.mode.handshake_floor))
         except PrivsepError:
+            channel.close()
             helper.stop(timeout=1.0)
             raise
         self._helper = helper
@@ -252,20 +271,30 @@ class Context:
     ) -> Any:
         if _in_helper:
             raise PrivsepError("a helper cannot call its own context over the channel")
-        channel, helper = self._channel, self._helper
-        if channel is None or channel.failure is not None:
-            # Slow path only: (re)start under the lock. A healthy channel is
-            # read without it, so concurrent callers do not queue up here.
-            with self._lock:
-                if self._channel is None or self._channel.failure is not None:
-                    self._start_locked()
-                channel, helper = self._channel, self._helper
-        try:
-            return channel.call(op, name, args, kwargs, timeout or self.timeout)
-        except HelperDiedError as exc:
+        for retry in (True, False):
+            channel, helper = self._channel, self._helper
+            if channel is None or channel.failure is not None:
+                # Slow path only: (re)start under the lock. A healthy channel is
+                # read without it, so concurrent callers do not queue up here.
+                with self._lock:
+                    if self._channel is None or self._channel.failure is not None:
+                        self._start_locked()
+                    channel, helper = self._channel, self._helper
+            try:
+                return channel.call(op, name, args, kwargs, timeout or self.timeout)
+            except NotSentError as exc:
+                # The helper was gone (an idle helper killed, a daemon helper
+                # drained) before any byte of this call reached it: start a
+                # new helper and send the call there, once.
+                if retry:
+                    continue
+                error: HelperDiedError = exc
+            except HelperDiedError as exc:
+                error = exc
             if helper is not None and helper.pid is not None and helper.poll(0.2) is not None:
-                raise HelperDiedError(f"{exc} ({helper.describe_exit()})") from None
-            raise
+                raise HelperDiedError(f"{error} ({helper.describe_exit()})") from None
+            raise HelperDiedError(str(error)) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def ping(self) -> str:
         return self._call(OP_PING, "", [], {})
