@@ -33,8 +33,10 @@ from privsepd.channel.protocol import (
 )
 from privsepd.errors import (
     ConstraintError,
+    CrossingError,
     DeniedError,
     PrivsepError,
+    ProtocolError,
     ScopingError,
     UnknownFunctionError,
     exception_to_wire,
@@ -122,7 +124,12 @@ class Monitor:
             if operation is None:  # the protocol layer already refuses these
                 raise DeniedError(f"unknown operation {request.op!r}")
             result = operation(request)
-            check_value(result)
+            try:
+                check_value(result)
+            except ProtocolError as exc:
+                raise CrossingError(
+                    f"result of {request.name!r} cannot cross the channel: {exc}", "result"
+                ) from None
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # sys.exit() or argparse in an entrypoint must not kill the
@@ -202,6 +209,8 @@ class HelperSpec:
     limits: Limits = Limits()
     max_workers: int = 8
     log_level: int = logging.INFO
+    handshake_timeout: float = 10.0  # the whole handshake, from serving start
+    frame_timeout: float = 10.0  # a frame once begun
 
 
 class HelperProcess:
@@ -280,8 +289,13 @@ def _helper_main(
     spec: HelperSpec,
     monitor_factory: Callable[[], Monitor],
     audit: AuditLog,
+    stats: Any = None,
 ) -> int:
     """Scope this freshly forked process, then serve. Returns the exit status."""
+    # Everything the helper will import, before scoping: afterwards the
+    # interpreter's own files may be out of reach (another uid, Landlock).
+    from privsepd.channel import server as _server  # noqa: F401
+    from privsepd.helper import memory  # noqa: F401
     from privsepd.helper.scoping import enter_scope
 
     protocol = ServerProtocol(spec.context, spec.limits)
@@ -308,7 +322,11 @@ def _helper_main(
         except OSError:
             pass
         return 70
-    server = _make_server(sock, protocol, monitor, spec, audit)
+    server = _make_server(sock, protocol, monitor, spec, audit, stats)
+    # SIGTERM drains: calls already read finish and answer, then the helper
+    # exits (the daemon's stop and idle eviction; a client's next write
+    # fails at once, so it knows that call never arrived).
+    signal.signal(signal.SIGTERM, lambda *_: server.drain())
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -318,10 +336,22 @@ def _helper_main(
     return 0
 
 
-def _make_server(sock, protocol, monitor, spec, audit):
+def _make_server(sock, protocol, monitor, spec, audit, stats=None):
     from privsepd.channel.server import HelperServer
+    from privsepd.helper import memory
 
     def on_violation(reason: str) -> None:
         audit.record(context=spec.context, decision="protocol-violation", error=reason)
 
-    return HelperServer(sock, protocol, monitor.dispatch, spec.max_workers, on_violation)
+    memory.configure()
+    return HelperServer(
+        sock,
+        protocol,
+        monitor.dispatch,
+        spec.max_workers,
+        on_violation,
+        handshake_timeout=spec.handshake_timeout,
+        frame_timeout=spec.frame_timeout,
+        stats=stats,
+        on_large=memory.release,
+    )
