@@ -12,8 +12,10 @@ imports this package) starts without loading msgpack or cffi.
 from typing import TYPE_CHECKING, Any
 
 from privsepd.errors import (
+    BusyError,
     CallTimeout,
     ConstraintError,
+    CrossingError,
     DeniedError,
     HandshakeError,
     HelperDiedError,
@@ -55,9 +57,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BusyError",
     "CallTimeout",
     "ConstraintError",
     "Context",
+    "CrossingError",
     "DaemonMode",
     "DeniedError",
     "ForkMode",
