@@ -167,6 +167,8 @@ class Context:
         else:
             self.landlock = None
         self.seccomp_deny = tuple(sandbox.seccomp_deny)
+        if getattr(spec, "max_frame", None):
+            self.limits = dataclasses.replace(self.limits, max_frame=spec.max_frame)
         self._policy_functions = policy.functions_for(self.name)
         for name, fspec in self._policy_functions.items():
             if fspec.timeout is not None:
