@@ -32,7 +32,7 @@ from privsepd.errors import PrivsepError
 # What the daemon needs whatever the contexts hold: scoping switches uid and
 # gid, drops the bounding set and locks securebits; stopping and evicting
 # helpers signals processes of other uids.
-DAEMON_CAPABILITIES = ("CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID")
+DAEMON_CAPABILITIES = ("CAP_KILL", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID")
 DEFAULT_EXEC = "/usr/local/bin/privsepd"
 NET_CAPS = {"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST"}
 
