@@ -22,10 +22,18 @@ import time
 import pytest
 from conftest import in_child
 
-from privsepd import CallTimeout, HandshakeError, HelperDiedError, UnknownFunctionError
+from privsepd import (
+    CallTimeout,
+    HandshakeError,
+    HelperDiedError,
+    PolicyError,
+    ProtocolError,
+    UnknownFunctionError,
+)
 from privsepd.channel.protocol import OP_CALL, ClientProtocol
 from privsepd.cli.status import fetch
 from privsepd.context import Context
+from privsepd.policy.native import parse_policy
 
 MODULE = """
 import os
@@ -572,3 +580,33 @@ def test_a_call_timing_out_in_daemon_mode_leaves_the_daemon_serving(serve):
         call(ctx, "nap", 0.6)
     assert call(ctx, "echo", "after") == "after"
     ctx.stop()
+
+
+# -- the frame limit ----------------------------------------------------------------
+
+
+def test_a_contexts_max_frame_in_policy_lets_its_helpers_take_larger_frames(serve):
+    daemon = serve()
+    daemon.write_policy(
+        text=POLICY.format(timeout=5).replace("timeout = 5", "timeout = 5\nmax_frame = 8388608")
+    )
+    daemon.start()
+    six_mb = b"z" * (6 << 20)
+    big = Context("t-life", socket_path=daemon.path, max_frame=8 << 20)
+    assert call(big, "echo", six_mb) == six_mb
+    assert daemon.status()["contexts"][0]["max_frame"] == 8 << 20
+    big.stop()
+
+
+def test_a_frame_over_the_helpers_max_frame_is_refused_by_the_helper(serve):
+    daemon = serve().start()  # the default: 4 MiB
+    big = Context("t-life", socket_path=daemon.path, max_frame=8 << 20)
+    with pytest.raises(ProtocolError, match="exceeds limit of 4194304"):
+        call(big, "echo", b"z" * (6 << 20))
+    big.stop()
+
+
+@pytest.mark.parametrize("value", ["1024", "1073741824", '"8MiB"', "true"])
+def test_max_frame_in_policy_must_be_a_byte_count_within_bounds(value):
+    with pytest.raises(PolicyError, match="max_frame"):
+        parse_policy(f"[context.x]\nmax_frame = {value}\n", "/etc/privsepd/policy.toml")
