@@ -213,11 +213,19 @@ class Context:
     def _start_locked(self) -> None:
         """Open a helper in this context's mode; keep it only if the handshake passes."""
         self._discard_locked()
-        helper = self.mode.open(self)
-        # The channel gets its own descriptor: it closes it only once no
-        # caller is inside a send or poll on it, whoever stops the helper.
+        try:
+            helper = self.mode.open(self)
+        except OSError as exc:  # fork, socketpair: out of processes or descriptors
+            raise HelperDiedError(f"cannot start a helper for {self.name!r}: {exc}") from None
+        try:
+            # The channel gets its own descriptor: it closes it only once no
+            # caller is inside a send or poll on it, whoever stops the helper.
+            sock = helper.sock.dup()
+        except OSError as exc:
+            helper.stop(timeout=1.0)
+            raise HelperDiedError(f"cannot start a helper for {self.name!r}: {exc}") from None
         channel = ClientChannel(
-            helper.sock.dup(),
+            sock,
             self.name,
             ClientProtocol(self.name, self.limits),
             self.logger,

@@ -334,3 +334,23 @@ def test_a_helper_whose_result_was_too_large_to_send_gives_the_memory_back():
     echo(1)
     after = _rss_mb(pid)
     assert after - before < 10, (before, after)
+
+
+def test_running_out_of_descriptors_at_start_raises_helper_died_not_oserror():
+    import resource
+
+    from conftest import in_child
+
+    def start_with_no_descriptors_left() -> str:
+        used = len(os.listdir("/proc/self/fd")) - 1  # (listdir's own is closed again)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (used, used))
+        fresh = Context("t-faults-nofd", user="nobody")
+        fresh.entrypoint(echo.__wrapped__)
+        try:
+            fresh.start()
+        except BaseException as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "started"
+
+    outcome = in_child(start_with_no_descriptors_left)
+    assert outcome.startswith("HelperDiedError: cannot start a helper"), outcome
