@@ -116,7 +116,6 @@ class ClientChannel:
         self._logger = logger or logging.getLogger(f"privsepd.{context}")
         self._queue = WriteQueue()
         self._rcv_timeo: float | None = None  # SO_RCVTIMEO now set (reader only)
-        self._snd_timeo: float | None = None  # SO_SNDTIMEO now set (flusher only)
         self._mutex = threading.Lock()
         self._waiters: dict[int, _Waiter] = {}  # request ids > 0, slot waiters < 0
         self._reading = False
@@ -229,8 +228,9 @@ class ClientChannel:
                 words = self._last_words(lead)
                 self._fail(words or HelperDiedError(f"cannot send to helper: {exc}"))
                 raise _fresh(self._failure) from None
-            if lead:
-                reply = self._lead(rid, deadline, timeout)
+            # (The reader role may have come to this caller while it wrote.)
+            if self._reader is waiter:
+                reply = self._lead(rid, deadline, timeout, mine=waiter)
             else:
                 reply = self._follow(rid, waiter, deadline, timeout)
         except HelperDiedError as exc:
@@ -365,7 +365,7 @@ class ClientChannel:
                     if tag is not None:
                         tag.sent = True  # before the kernel can take any of it
                 try:
-                    rest = self._write(chunk, deadline)
+                    rest = self._write(chunk, deadline, waiter)
                 except _WriteFailed as failed:
                     _mark_unsent(tags, failed.written)
                     raise failed.error from None
@@ -378,23 +378,58 @@ class ClientChannel:
             self._queue.reset()  # the dropped frames' callers keep sent False
             raise
 
-    def _write(self, chunk: bytes, deadline: float) -> bytes:
-        """Write ``chunk`` until done or ``deadline``; return what is left."""
+    def _write(self, chunk: bytes, deadline: float, waiter: _Waiter) -> bytes:
+        """Write ``chunk`` until done or ``deadline``; return what is left.
+
+        The writer never blocks on the write alone while it holds the reader
+        role: the helper may be blocked sending replies that nobody reads,
+        and so stop reading our requests (both buffers full: before, eight
+        threads echoing 64 KiB stalled until their timeouts). Writes are
+        non-blocking; when the socket is full the writer polls for room and,
+        if it is the reader, for replies, which it routes as the reader does.
+        """
         view = memoryview(chunk)
         sock = self._sock
         while view:
+            try:
+                view = view[sock.send(view, socket.MSG_DONTWAIT) :]
+                continue
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise _WriteFailed(exc, len(chunk) - len(view)) from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return view.tobytes()
-            try:
-                if self._snd_timeo is None or remaining < self._snd_timeo:
-                    self._snd_timeo = _set_kernel_timeout(sock, socket.SO_SNDTIMEO, remaining)
-                view = view[sock.send(view) :]
-            except BlockingIOError:
-                self._snd_timeo = None  # woke early on a shorter caller's timeout
-            except OSError as exc:
-                raise _WriteFailed(exc, len(chunk) - len(view)) from None
+            if self._reader is waiter:
+                ready = _poll(sock, select.POLLOUT | select.POLLIN, remaining)
+                if ready & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    self._pump()
+            else:
+                # The reader role may be handed to us meanwhile: look again soon.
+                _poll(sock, select.POLLOUT, min(remaining, WRITER_RECHECK))
         return b""
+
+    def _pump(self) -> None:
+        """As the reader, in the middle of a write: route whatever has arrived."""
+        try:
+            data = self._sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._fail(HelperDiedError(self._lost_message(f"channel failed: {exc}")))
+            raise _fresh(self._failure) from None
+        try:
+            if not data:
+                raise HelperDiedError(self._lost_message("helper closed the channel"))
+            events = self._proto.receive_data(data)
+            with self._mutex:
+                _, logs = self._route(events, 0)
+        except PrivsepError as exc:
+            self._fail(exc)
+            raise _fresh(exc) from None
+        for record in logs or ():
+            self._emit_log(record)
 
     # -- reading -------------------------------------------------------------
 
@@ -404,6 +439,10 @@ class ClientChannel:
         woken = remaining > 0 and waiter.lock.acquire(timeout=remaining)
         with self._mutex:
             if waiter.reply is not None:
+                if self._reader is waiter:
+                    # Handed the reader role while its own reply was routed
+                    # (by itself, writing): pass the role on.
+                    self._hand_over()
                 return waiter.reply
             if waiter.freed and not waiter.lead:
                 return None
@@ -414,17 +453,51 @@ class ClientChannel:
                 raise _fresh(self._failure or HelperDiedError("channel closed"))
         return self._lead(rid, deadline, timeout, slot=waiter.slot)
 
+    def _route(self, events: list, rid: int) -> tuple[Reply | None, list | None]:
+        """Hand each reply to its caller (mutex held); return reply ``rid`` and the logs."""
+        mine = None
+        logs = None
+        for event in events:
+            if type(event) is Reply:
+                if event.id == 0 and not event.ok:
+                    # The helper reports a fatal protocol violation before
+                    # it closes the connection.
+                    raise ProtocolError(f"helper closed the channel: {event.error[1]}")
+                waiter = self._waiters.pop(event.id, None)
+                if waiter is None:
+                    self._release(event.id)  # a late reply to an abandoned call
+                    continue
+                if event.id == rid:
+                    mine = event
+                else:
+                    waiter.reply = event
+                    waiter.wake()
+            else:
+                logs = logs or []
+                logs.append(event)
+        return mine, logs
+
     def _lead(
-        self, rid: int, deadline: float, timeout: float, slot: str | None = None
+        self,
+        rid: int,
+        deadline: float,
+        timeout: float,
+        slot: str | None = None,
+        mine: _Waiter | None = None,
     ) -> Reply | None:
         """Read the socket on behalf of every waiting caller until ``rid`` arrives.
 
         A slot waiter (``slot`` set, ``rid`` < 0) reads until a call of that
-        entrypoint may be sent, and returns None.
+        entrypoint may be sent, and returns None. ``mine`` is the caller's
+        waiter when its reply may have been routed while it was writing.
         """
         sock = self._sock
         waiter = None
         try:
+            if mine is not None and mine.reply is not None:
+                with self._mutex:
+                    self._hand_over()
+                return mine.reply
             while True:
                 if slot is not None:
                     with self._mutex:
@@ -445,28 +518,8 @@ class ClientChannel:
                 if not data:
                     raise HelperDiedError(self._lost_message("helper closed the channel"))
                 events = self._proto.receive_data(data)
-                mine = None
-                done = False
-                logs = None
                 with self._mutex:
-                    for event in events:
-                        if type(event) is Reply:
-                            if event.id == 0 and not event.ok:
-                                # The helper reports a fatal protocol violation
-                                # before it closes the connection.
-                                raise ProtocolError(f"helper closed the channel: {event.error[1]}")
-                            waiter = self._waiters.pop(event.id, None)
-                            if waiter is None:
-                                self._release(event.id)  # a late reply to an abandoned call
-                                continue
-                            if event.id == rid:
-                                mine = event
-                            else:
-                                waiter.reply = event
-                                waiter.wake()
-                        else:
-                            logs = logs or []
-                            logs.append(event)
+                    mine, logs = self._route(events, rid)
                     done = mine is not None or (slot is not None and self._slot_free(slot))
                     if done:
                         self._waiters.pop(rid, None)
@@ -605,6 +658,19 @@ def _unwritten(tags: list[tuple[Any, int]], written: int) -> list[tuple[Any, int
                 out.append((tag, length))
         offset = end
     return out
+
+
+# A writer that is not the reader polls for room at most this long at a time,
+# then checks whether the reader role has come to it.
+WRITER_RECHECK = 0.05
+
+
+def _poll(sock: socket.socket, events: int, timeout: float) -> int:
+    """Poll one socket; the events that are ready (0 on timeout)."""
+    poller = select.poll()
+    poller.register(sock, events)
+    ready = poller.poll(max(0, int(timeout * 1000) + 1))
+    return ready[0][1] if ready else 0
 
 
 def _wait(sock: socket.socket, events: int, timeout: float) -> bool:

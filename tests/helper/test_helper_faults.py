@@ -272,6 +272,35 @@ def test_fast_calls_keep_a_p99_under_50ms_while_timed_out_calls_pile_up():
     assert slow_outcomes["BusyError"] > 0  # the bound was what held
 
 
+def test_eight_threads_echoing_64kib_payloads_never_stall():
+    # Each side's socket buffer fills: the helper blocks sending replies, so
+    # it stops reading requests; a client whose reader is busy writing then
+    # waited for its timeouts (108 calls and 24 CallTimeouts in 15 s).
+    stop = time.monotonic() + 3.0
+    done: list[float] = []
+    errors: list = []
+
+    def caller(n: int) -> None:
+        payload = bytes([n]) * 65536
+        while time.monotonic() < stop:
+            start = time.monotonic()
+            try:
+                assert echo(payload) == payload
+                done.append(time.monotonic() - start)
+            except PrivsepError as exc:
+                errors.append(exc)
+
+    ctx.start()
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert len(done) > 500
+    assert max(done) < 1.0
+
+
 # -- values that cannot cross -------------------------------------------------
 
 
