@@ -298,12 +298,13 @@ class Context:
                 # new helper and send the call there, once.
                 if retry:
                     continue
-                error: HelperDiedError = exc
+                # (Only the text is kept: the exception holds this frame.)
+                message = str(exc)
             except HelperDiedError as exc:
-                error = exc
+                message = str(exc)
             if helper is not None and helper.pid is not None and helper.poll(0.2) is not None:
-                raise HelperDiedError(f"{error} ({helper.describe_exit()})") from None
-            raise HelperDiedError(str(error)) from None
+                raise HelperDiedError(f"{message} ({helper.describe_exit()})") from None
+            raise HelperDiedError(message) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def ping(self) -> str:

@@ -93,12 +93,6 @@ class _Waiter:
             self.lock.release()
 
 
-class _WriteFailed(Exception):
-    def __init__(self, error: OSError, written: int) -> None:
-        self.error = error
-        self.written = written
-
-
 class ClientChannel:
     """One connection to a helper, shared by any number of caller threads."""
 
@@ -185,7 +179,7 @@ class ClientChannel:
         except OSError as exc:
             raise HelperDiedError(f"channel failed during the handshake: {exc}") from None
         except PrivsepError as exc:
-            self._failure = exc
+            self._failure = _fresh(exc)  # no traceback: it would hold this frame
             raise
 
     def call(self, op: str, name: str, args: Any, kwargs: dict, timeout: float) -> Any:
@@ -366,9 +360,9 @@ class ClientChannel:
                         tag.sent = True  # before the kernel can take any of it
                 try:
                     rest = self._write(chunk, deadline, waiter)
-                except _WriteFailed as failed:
-                    _mark_unsent(tags, failed.written)
-                    raise failed.error from None
+                except OSError as exc:
+                    _mark_unsent(tags, getattr(exc, "written", 0))
+                    raise
                 if rest:
                     self._queue.put_back(rest, _unwritten(tags, len(chunk) - len(rest)))
                     raise CallTimeout(f"helper did not accept the request within {timeout:g}s")
@@ -397,7 +391,8 @@ class ClientChannel:
             except BlockingIOError:
                 pass
             except OSError as exc:
-                raise _WriteFailed(exc, len(chunk) - len(view)) from None
+                exc.written = len(chunk) - len(view)  # type: ignore[attr-defined]
+                raise
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return view.tobytes()
@@ -602,7 +597,9 @@ class ClientChannel:
     def _fail(self, exc: PrivsepError) -> None:
         with self._mutex:
             if self._failure is None:
-                self._failure = exc
+                # A copy without traceback: the raised one holds the frames
+                # that hold this channel, a cycle only a full collection frees.
+                self._failure = _fresh(exc)
             self._reading = False
             self._reader = None
             for waiter in self._waiters.values():
