@@ -52,6 +52,16 @@ class AuditLog:
         fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         return cls(fd=fd)
 
+    def close(self) -> None:
+        """Release the sink (the daemon's, once a reload has replaced it)."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+            sock, self._syslog = self._syslog, None
+        if fd is not None:
+            os.close(fd)
+        if sock is not None:
+            sock.close()
+
     def fds(self) -> list[int]:
         """Descriptors the helper must keep open through scoping."""
         out = []

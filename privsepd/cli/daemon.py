@@ -236,15 +236,19 @@ class Daemon:
 
         policy = load_policy(self.policy_paths)
         names = self.only or sorted(policy.contexts)
-        served = {}
-        for name in names:
-            one = served_context(policy, name, None)
-            one.spec = dataclasses.replace(
-                one.spec,
-                handshake_timeout=self.handshake_timeout,
-                frame_timeout=self.frame_timeout,
-            )
-            served[name] = one
+        served: dict[str, ServedContext] = {}
+        try:
+            for name in names:
+                one = served_context(policy, name, None)
+                one.spec = dataclasses.replace(
+                    one.spec,
+                    handshake_timeout=self.handshake_timeout,
+                    frame_timeout=self.frame_timeout,
+                )
+                served[name] = one
+        except BaseException:
+            _close_audit(served.values())
+            raise
         timeouts = {name: policy.contexts[name].timeout for name in names}
         return served, timeouts, list(policy.files)
 
@@ -266,7 +270,8 @@ class Daemon:
         for name, sock in created.items():
             self.listeners[name] = sock
             self._selector.register(sock, selectors.EVENT_READ, name)
-        self.served, self.timeouts = served, timeouts
+        old, self.served, self.timeouts = self.served, served, timeouts
+        _close_audit(old.values())  # helpers hold their own copies
         self.generation += 1
         self.stamps = policy_stamps(files)
         for name in gone:
@@ -276,7 +281,12 @@ class Daemon:
         """Load policy again; keep the old one if the new one is not acceptable."""
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         try:
-            self._apply(*self._load())
+            loaded = self._load()
+            try:
+                self._apply(*loaded)
+            except BaseException:
+                _close_audit(loaded[0].values())
+                raise
         except (PrivsepError, OSError) as exc:
             log.error("reload refused, the previous policy keeps serving: %s", exc)
             self.last_reload = {"time": _iso(time.time()), "ok": False, "error": str(exc)}
@@ -411,18 +421,19 @@ class Daemon:
         else:
             reason = self._make_room(peer)
         if reason is not None:
-            served.audit.record(
-                context=served.name, decision="deny", op="connect", error=reason, **_peer(peer)
-            )
-            try:
-                conn.settimeout(0.5)
-                conn.sendall(ServerProtocol(served.name).reject(reason))
-            except OSError:
-                pass
-            conn.close()
+            self._refuse(served, conn, peer, reason)
             return
-        stats = CallStats.shared(served.spec.max_workers)
-        pid = os.fork()
+        try:
+            stats = CallStats.shared(served.spec.max_workers)
+        except OSError as exc:
+            self._refuse(served, conn, peer, f"cannot map a helper's counters: {exc.strerror}")
+            return
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory: this peer waits, the daemon lives
+            stats.close()
+            self._refuse(served, conn, peer, f"cannot fork a helper: {exc.strerror}")
+            return
         if pid == 0:  # pragma: no cover - the helper child
             status = 70
             try:
@@ -433,6 +444,20 @@ class Daemon:
         conn.close()
         self.children[pid] = Child(pid, name, peer, self.generation, self.timeouts[name], stats)
         served.audit.record(context=served.name, decision="connect", helper_pid=pid, **_peer(peer))
+
+    def _refuse(
+        self, served: ServedContext, conn: socket.socket, peer: PeerCredentials, reason: str
+    ) -> None:
+        """Tell the peer why it gets no helper, audit it, hang up."""
+        served.audit.record(
+            context=served.name, decision="deny", op="connect", error=reason, **_peer(peer)
+        )
+        try:
+            conn.settimeout(0.5)
+            conn.sendall(ServerProtocol(served.name).reject(reason))
+        except OSError:
+            pass
+        conn.close()
 
     def _become_helper(self) -> None:
         """In the forked child: drop everything that belongs to the daemon."""
@@ -597,6 +622,13 @@ def _sandbox(scope: Any) -> dict[str, Any]:
 
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _close_audit(served: Any) -> None:
+    for one in served:
+        close = getattr(one.audit, "close", None)
+        if close is not None:
+            close()
 
 
 def _unlink(path: str) -> None:

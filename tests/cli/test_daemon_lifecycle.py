@@ -610,3 +610,25 @@ def test_a_frame_over_the_helpers_max_frame_is_refused_by_the_helper(serve):
 def test_max_frame_in_policy_must_be_a_byte_count_within_bounds(value):
     with pytest.raises(PolicyError, match="max_frame"):
         parse_policy(f"[context.x]\nmax_frame = {value}\n", "/etc/privsepd/policy.toml")
+
+
+def test_reloads_do_not_leak_the_daemons_descriptors(serve, trusted_dir):
+    audit_dir = trusted_dir / "audit"
+    audit_dir.mkdir(mode=0o750)
+    policy = POLICY.format(timeout=5).replace(
+        "timeout = 5", f'timeout = 5\naudit = "{audit_dir}/audit.jsonl"'
+    )
+    daemon = serve()
+    daemon.write_policy(text=policy)
+    daemon.start()
+    fds = f"/proc/{daemon.proc.pid}/fd"
+    before = sorted(os.listdir(fds))
+    for _ in range(5):
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_for("READY=1")
+    assert daemon.status()["policy"]["last_reload"]["ok"] is True
+    assert len(os.listdir(fds)) <= len(before)  # (5 reloads used to add 5)
+    ctx = daemon.client()
+    assert call(ctx, "echo", "audited") == "audited"  # the new sink works
+    ctx.stop()
+    assert "connect" in (audit_dir / "audit.jsonl").read_text()
