@@ -1,0 +1,392 @@
+"""Targets of the red-team suite: one running instance of each way privsepd serves.
+
+* ``fork``    a helper forked from this (root) process, as ``ctx.start()`` does;
+* ``spawn``   ``privsepd helper`` run as helper_command with the channel on stdin;
+* ``daemon``  ``privsepd serve`` with a Unix socket per context;
+* ``rootwrap`` the ``privsepd-rootwrap`` console script.
+
+The three helper targets load the same root-owned policy (:data:`BASE_POLICY`
+plus whatever a test adds), with a JSON-lines audit file of their own per
+test, so each test reads exactly the records its attempt produced. The
+rootwrap shim audits to syslog; each run gets a private ``/dev/log`` bound
+to a socket of the test (see ``attack.private_dev_log``).
+
+Every target offers the same few verbs -- ``call``, ``execute``, ``raw``,
+``good_call``, ``audit`` -- so a test states an attack and its three
+outcomes in a handful of lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import require_root
+
+from privsepd.channel.protocol import OP_CALL
+from privsepd.context import Context
+from privsepd.modes import SpawnMode
+from privsepd.policy.loader import load_policy
+
+from . import entrypoints
+from .attack import AuditTrail, RawPeer, SyslogTrail, fn, pid_gone, private_dev_log, wait_for
+
+#: The directory holding the ``security`` package (tests/), put on the
+#: spawned helper's and the daemon's sys.path as a service's own package
+#: would be installed.
+TESTS_DIR = str(Path(__file__).resolve().parent.parent)
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+BASE_POLICY = """
+[context.t-sec]
+capabilities = @CAPS@
+user = "nobody"
+timeout = 10
+audit = "@AUDIT@"
+allow_uids = [65534]
+
+[context.t-sec-other]
+user = "nobody"
+audit = "@AUDIT@"
+
+[[function]]
+context = "t-sec"
+name = "security.entrypoints:echo"
+args.values = { one_of = [{ str = true }, { bytes = true }, { int_range = { min = 0 } }] }
+
+[[function]]
+context = "t-sec"
+name = "security.entrypoints:whoami"
+
+[[function]]
+context = "t-sec"
+name = "security.entrypoints:run"
+strict = false
+
+[[function]]
+context = "t-sec"
+name = "security.entrypoints:child_env"
+
+[[function]]
+context = "t-sec-other"
+name = "security.entrypoints:other_secret"
+"""
+
+
+def write_root_file(path: Path, text: str, mode: int = 0o644) -> str:
+    path.write_text(text)
+    os.chown(path, 0, 0)
+    path.chmod(mode)
+    return str(path)
+
+
+def spawn_command(policy: str) -> list[str]:
+    """``privsepd helper`` with tests/ on its sys.path (where the service's package lives)."""
+    boot = (
+        f"import sys; sys.path.insert(0, {TESTS_DIR!r}); "
+        "from privsepd.cli.main import main; sys.exit(main())"
+    )
+    return [sys.executable, "-I", "-c", boot, "helper", "--policy", policy]
+
+
+class _PidLink:
+    """A daemon's helper: not our child, so only its disappearance can be seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def poll(self, wait: float = 0.0) -> int | None:
+        deadline = time.monotonic() + wait
+        while not pid_gone(self.pid):
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
+        return -1
+
+    def describe_exit(self) -> str:
+        return f"daemon helper pid {self.pid}"
+
+    def stop(self, timeout: float = 1.0) -> None:
+        pass
+
+
+class HelperTarget:
+    """A running privsepd serving context ``t-sec`` in one of three modes."""
+
+    kind = ""
+    context = "t-sec"
+
+    def __init__(self, directory: Path, extra_policy: str, caps: tuple[str, ...]) -> None:
+        directory.mkdir(mode=0o755)
+        self.dir = directory
+        self.audit = AuditTrail(str(directory / "audit.jsonl"))
+        text = BASE_POLICY.replace("@CAPS@", json.dumps(list(caps)))
+        text = text.replace("@AUDIT@", self.audit.path) + extra_policy
+        self.policy = write_root_file(directory / "policy.toml", text)
+        self._client: Context | None = None
+        self._peers: list[RawPeer] = []
+
+    # -- the service side, used as intended ---------------------------------
+    def new_client(self) -> Context:
+        raise NotImplementedError
+
+    def client(self) -> Context:
+        if self._client is None:
+            self._client = self.new_client()
+        return self._client
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call an entrypoints.py function by short name, or any wire name (with ':')."""
+        wire = name if ":" in name or not name else fn(name)
+        return self.client()._call(OP_CALL, wire, list(args), kwargs)
+
+    def execute(self, argv: list[str], **kwargs: Any) -> tuple[int, bytes, bytes]:
+        return self.client().execute(argv, **kwargs)
+
+    def good_call(self) -> None:
+        """The target still serves: a fresh good call returns its answer."""
+        token = f"good-{time.monotonic_ns()}"
+        got = self.call("echo", token)
+        assert got == [token], f"good call returned {got!r}"
+
+    # -- the service side, hostile ------------------------------------------
+    def open_link(self) -> tuple[socket.socket, Any]:
+        raise NotImplementedError
+
+    def connect(self) -> RawPeer:
+        sock, helper = self.open_link()
+        peer = RawPeer(sock, self.context, helper)
+        self._peers.append(peer)
+        return peer
+
+    def raw(self) -> RawPeer:
+        """A connection past the handshake, for sending hostile frames."""
+        return self.connect().handshake()
+
+    def close(self) -> None:
+        for peer in self._peers:
+            peer.close()
+        if self._client is not None:
+            self._client.stop()
+
+
+class ForkTarget(HelperTarget):
+    kind = "fork"
+
+    def new_client(self) -> Context:
+        ctx = entrypoints.fresh_context()
+        ctx.apply_policy(load_policy([self.policy]))
+        return ctx
+
+    def open_link(self) -> tuple[socket.socket, Any]:
+        helper = self.client().mode.open(self.client())
+        return helper.sock, helper
+
+
+class SpawnTarget(HelperTarget):
+    kind = "spawn"
+
+    def new_client(self) -> Context:
+        return Context(self.context, timeout=10, helper_command=spawn_command(self.policy))
+
+    def open_link(self) -> tuple[socket.socket, Any]:
+        helper = SpawnMode(spawn_command(self.policy)).open(self.client())
+        return helper.sock, helper
+
+
+class DaemonTarget(HelperTarget):
+    kind = "daemon"
+
+    def __init__(self, directory: Path, extra_policy: str, caps: tuple[str, ...], args=()):
+        super().__init__(directory, extra_policy, caps)
+        self.socket_dir = str(directory / "sock")
+        self.socket = os.path.join(self.socket_dir, f"{self.context}.sock")
+        self.log = str(directory / "daemon.log")
+        self.proc = start_daemon(self.policy, self.socket_dir, self.log, args)
+        wait_for(
+            lambda: os.path.exists(self.socket) or self.proc.poll() is not None,
+            15,
+            "the daemon's socket",
+        )
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon did not start: {open(self.log).read()}")
+
+    def new_client(self) -> Context:
+        return Context(self.context, timeout=10, socket_path=self.socket)
+
+    def open_link(self) -> tuple[socket.socket, Any]:
+        before = len(self.audit.find(decision="connect"))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self.socket)
+        records = wait_for(
+            lambda: self.audit.find(decision="connect")[before:], 5, "the daemon's connect record"
+        )
+        return sock, _PidLink(records[-1]["helper_pid"])
+
+    def close(self) -> None:
+        super().close()
+        self.proc.kill()
+        self.proc.wait()
+
+
+def start_daemon(policy: str, socket_dir: str, log: str, args=(), env=None) -> subprocess.Popen:
+    """``privsepd serve`` as systemd would run it, tests/ on its PYTHONPATH."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "privsepd.cli.main",
+                "serve",
+                "--policy",
+                policy,
+                "--socket-dir",
+                socket_dir,
+                *args,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env or dict(os.environ, PYTHONPATH=TESTS_DIR),
+        )
+
+
+_KINDS = {"fork": ForkTarget, "spawn": SpawnTarget, "daemon": DaemonTarget}
+
+
+class Targets:
+    """Opens targets for one test and tears them all down after it."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.opened: list[Any] = []
+
+    def open(
+        self,
+        kind: str,
+        extra_policy: str = "",
+        caps: tuple[str, ...] = ("CAP_DAC_READ_SEARCH",),
+        **kwargs: Any,
+    ) -> HelperTarget:
+        directory = self.base / f"{kind}-{len(self.opened)}"
+        target = _KINDS[kind](directory, extra_policy, caps, **kwargs)
+        self.opened.append(target)
+        return target
+
+    def rootwrap(self, filters: str, conf_extra: str = "") -> RootwrapTarget:
+        target = RootwrapTarget(self.base / f"rootwrap-{len(self.opened)}", filters, conf_extra)
+        self.opened.append(target)
+        return target
+
+    def close(self) -> None:
+        for target in reversed(self.opened):
+            target.close()
+
+
+@pytest.fixture
+def targets(trusted_dir):
+    opened = Targets(trusted_dir)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture(params=["fork", "spawn", "daemon"])
+def helper(request, targets) -> HelperTarget:
+    """Each helper mode in turn, serving BASE_POLICY."""
+    return targets.open(request.param)
+
+
+@pytest.fixture
+def fork(targets) -> HelperTarget:
+    return targets.open("fork")
+
+
+@pytest.fixture
+def spawn(targets) -> HelperTarget:
+    return targets.open("spawn")
+
+
+@pytest.fixture
+def daemon(targets) -> HelperTarget:
+    return targets.open("daemon")
+
+
+# -- privsepd-rootwrap -------------------------------------------------------------
+
+ROOTWRAP_FILTERS = """
+[Filters]
+true: CommandFilter, /bin/true, root
+cat_nobody: CommandFilter, /bin/cat, nobody
+"""
+
+
+def rootwrap_script() -> str:
+    beside = os.path.join(os.path.dirname(sys.executable), "privsepd-rootwrap")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("privsepd-rootwrap")
+    assert found, "privsepd-rootwrap is not installed (pip install -e .[test])"
+    return found
+
+
+class RootwrapTarget:
+    """``privsepd-rootwrap CONF ...`` with its own config, cache and /dev/log."""
+
+    kind = "rootwrap"
+
+    def __init__(self, directory: Path, filters: str, conf_extra: str = "") -> None:
+        directory.mkdir(mode=0o755)
+        self.dir = directory
+        self.filters_dir = directory / "filters.d"
+        self.filters_dir.mkdir(mode=0o755)
+        write_root_file(self.filters_dir / "redteam.filters", ROOTWRAP_FILTERS + filters)
+        self.conf = write_root_file(
+            directory / "rootwrap.conf",
+            f"[DEFAULT]\nfilters_path={self.filters_dir}\nexec_dirs=/bin,/usr/bin,/sbin,/usr/sbin\n"
+            + conf_extra,
+        )
+        self.cache = str(directory / "cache")
+        # The scratch dir holds the log socket: not world-writable, outside /tmp.
+        self.scratch = tempfile.mkdtemp(prefix="rw-", dir=str(directory))
+        self.audit = SyslogTrail(os.path.join(self.scratch, "log"))
+
+    def run(
+        self,
+        *argv: str,
+        conf: str | None = None,
+        env: dict[str, str] | None = None,
+        options: tuple[str, ...] = (),
+        input: bytes | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess:
+        """Run the shim as sudo would (a clean environment unless ``env`` says otherwise)."""
+        cmd = [rootwrap_script(), "--cache-dir", self.cache, *options, conf or self.conf, *argv]
+        return subprocess.run(
+            private_dev_log(self.scratch, self.audit.path, cmd),
+            capture_output=True,
+            env=env if env is not None else {"PATH": SAFE_PATH, "LANG": "C.UTF-8"},
+            input=input,
+            timeout=timeout,
+        )
+
+    def good_call(self) -> None:
+        result = self.run("true")
+        assert result.returncode == 0, result.stderr
+        self.audit.expect(decision="allow", argv="true")
+
+    def close(self) -> None:
+        self.audit.close()
+
+
+@pytest.fixture
+def rootwrap(targets) -> RootwrapTarget:
+    require_root()
+    return targets.rootwrap("")
