@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgpack
+from conftest import in_child
 
 from privsepd.channel.protocol import MAGIC, VERSION
 
@@ -50,6 +51,31 @@ def refused(action: Callable[[], Any], *types: type[BaseException], match: str =
             raise AssertionError(f"refused, but for another reason: {exc!r} (wanted {match!r})")
         return exc
     raise AssertionError(f"ATTACK SUCCEEDED: {action} returned {result!r}")
+
+
+def as_user(uid: int, gid: int, action: Callable[[], Any]) -> Any:
+    """Run ``action`` in a forked child that has become ``uid``/``gid`` (no groups).
+
+    This is the compromised service after it dropped root. Import everything
+    first: the interpreter under /root is unreadable once the child switched.
+    ``action`` returns something JSON-encodable (catch and describe errors).
+    """
+
+    def child() -> Any:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        return action()
+
+    return in_child(child)
+
+
+def outcome(action: Callable[[], Any]) -> str:
+    """``"ok <result>"`` or ``"<ExceptionType>: <message>"``: crosses a fork as text."""
+    try:
+        return f"ok {action()!r}"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -299,7 +325,7 @@ class _Trail:
     def find(self, **want: Any) -> list[dict]:
         return [r for r in self.records() if _matches(r, want)]
 
-    def expect(self, within: float = 3.0, **want: Any) -> dict:
+    def expect(self, within: float = 1.0, **want: Any) -> dict:
         """The first record with every field matching (str values: substring)."""
         deadline = time.monotonic() + within
         while True:

@@ -52,7 +52,7 @@ capabilities = @CAPS@
 user = "nobody"
 timeout = 10
 audit = "@AUDIT@"
-allow_uids = [65534]
+@PEERS@
 
 [context.t-sec-other]
 user = "nobody"
@@ -87,6 +87,18 @@ def write_root_file(path: Path, text: str, mode: int = 0o644) -> str:
     os.chown(path, 0, 0)
     path.chmod(mode)
     return str(path)
+
+
+def write_policy(
+    path: Path,
+    audit: str,
+    extra: str = "",
+    caps: tuple[str, ...] = ("CAP_DAC_READ_SEARCH",),
+    peers: str = "allow_uids = [65534]",
+) -> str:
+    """BASE_POLICY for context t-sec (plus ``extra``) as a root-owned 0644 file."""
+    text = BASE_POLICY.replace("@CAPS@", json.dumps(list(caps))).replace("@PEERS@", peers)
+    return write_root_file(path, text.replace("@AUDIT@", audit) + extra)
 
 
 def spawn_command(policy: str) -> list[str]:
@@ -125,13 +137,15 @@ class HelperTarget:
     kind = ""
     context = "t-sec"
 
-    def __init__(self, directory: Path, extra_policy: str, caps: tuple[str, ...]) -> None:
+    def __init__(
+        self, directory: Path, extra_policy: str, caps: tuple[str, ...], peers: str
+    ) -> None:
         directory.mkdir(mode=0o755)
         self.dir = directory
         self.audit = AuditTrail(str(directory / "audit.jsonl"))
-        text = BASE_POLICY.replace("@CAPS@", json.dumps(list(caps)))
-        text = text.replace("@AUDIT@", self.audit.path) + extra_policy
-        self.policy = write_root_file(directory / "policy.toml", text)
+        self.policy = write_policy(
+            directory / "policy.toml", self.audit.path, extra_policy, caps, peers
+        )
         self._client: Context | None = None
         self._peers: list[RawPeer] = []
 
@@ -206,8 +220,10 @@ class SpawnTarget(HelperTarget):
 class DaemonTarget(HelperTarget):
     kind = "daemon"
 
-    def __init__(self, directory: Path, extra_policy: str, caps: tuple[str, ...], args=()):
-        super().__init__(directory, extra_policy, caps)
+    def __init__(
+        self, directory: Path, extra_policy: str, caps: tuple[str, ...], peers: str, args=()
+    ) -> None:
+        super().__init__(directory, extra_policy, caps, peers)
         self.socket_dir = str(directory / "sock")
         self.socket = os.path.join(self.socket_dir, f"{self.context}.sock")
         self.log = str(directory / "daemon.log")
@@ -274,10 +290,12 @@ class Targets:
         kind: str,
         extra_policy: str = "",
         caps: tuple[str, ...] = ("CAP_DAC_READ_SEARCH",),
+        peers: str = "allow_uids = [65534]",
         **kwargs: Any,
     ) -> HelperTarget:
+        """Start ``kind`` on BASE_POLICY + ``extra_policy``; ``peers`` are t-sec's allow keys."""
         directory = self.base / f"{kind}-{len(self.opened)}"
-        target = _KINDS[kind](directory, extra_policy, caps, **kwargs)
+        target = _KINDS[kind](directory, extra_policy, caps, peers, **kwargs)
         self.opened.append(target)
         return target
 

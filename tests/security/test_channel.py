@@ -239,3 +239,64 @@ def test_helper_request_flood_is_answered_in_full_and_recorded(helper):
         peer.expect_error(i, "UnknownFunctionError")
     helper.good_call()
     assert len(helper.audit.find(decision="deny", name="os:system")) == n
+
+
+# -- holes listed in issue 9 (the fix lands from another branch) -------------------------
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="issue 9 item 3; fix lands from branch sec-helper"
+)
+def test_helper_exec_whose_argv0_is_a_map_with_bytes_keys_is_refused(helper):
+    peer = helper.raw()
+    peer.request(1, "exec", "x", [{b"k": 1}])
+    peer.expect_error(1, "DeniedError")
+    assert peer.call(fn("echo"), "after-map", rid=2) == ["after-map"]
+    helper.good_call()
+    helper.audit.expect(decision="deny", op="exec")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 9 'Protocol version' (True and 1.0 accepted); fix lands from branch sec-helper",
+)
+@pytest.mark.parametrize("version", [True, 1.0], ids=repr)
+def test_helper_protocol_version_that_is_not_an_int_is_refused(helper, version):
+    peer = helper.connect()
+    peer.hello(version=version)
+    peer.expect_violation("version")
+    peer.expect_clean_exit()
+    helper.good_call()
+    helper.audit.expect(decision="protocol-violation", error="version")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 9 'Unbounded fields' (audit fields and names); fix lands from branch sec-helper",
+)
+def test_helper_megabyte_function_name_leaves_a_bounded_audit_record(helper):
+    helper.good_call()
+    before = helper.audit.size()
+    peer = helper.raw()
+    peer.request(1, "call", "n" * (1 << 20))
+    msg = peer.next_message(10)
+    assert msg is not None and (msg[1] == "err"), msg  # refused: error reply or violation
+    helper.good_call()
+    helper.audit.expect(decision=lambda d: d in ("deny", "protocol-violation"), error="nnnn")
+    grown = helper.audit.size() - before
+    assert grown < 16 * 1024, f"one refused call added {grown} bytes of audit"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 9 'Anonymous protocol violations'; fix lands from branch sec-helper",
+)
+def test_helper_protocol_violation_record_names_the_peer(helper):
+    peer = helper.raw()
+    peer.send(frame(b"\xc1\xc1\xc1"))
+    peer.expect_violation("malformed frame")
+    helper.good_call()
+    helper.audit.expect(decision="protocol-violation", peer_uid=0, peer_pid=os.getpid())
