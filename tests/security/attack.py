@@ -316,6 +316,18 @@ def _matches(record: dict, want: dict[str, Any]) -> bool:
     return True
 
 
+def argv_has(*words: str) -> Callable[[Any], bool]:
+    """Matches an audit ``argv`` holding ``words`` whether it is stored as a
+    JSON list or (as today) as the repr of one."""
+
+    def check(argv: Any) -> bool:
+        if isinstance(argv, list):
+            return all(any(w == a or w in a for a in argv if isinstance(a, str)) for w in words)
+        return isinstance(argv, str) and all(w in argv for w in words)
+
+    return check
+
+
 class _Trail:
     """Records written by the privileged side; subclasses say where from."""
 
