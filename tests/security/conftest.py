@@ -101,13 +101,18 @@ def write_policy(
     return write_root_file(path, text.replace("@AUDIT@", audit) + extra)
 
 
-def spawn_command(policy: str) -> list[str]:
-    """``privsepd helper`` with tests/ on its sys.path (where the service's package lives)."""
+def spawn_command(policy: str, isolated: bool = True) -> list[str]:
+    """``privsepd helper`` with tests/ on its sys.path (where the service's package lives).
+
+    ``isolated`` (-I) keeps the caller's working directory off sys.path, as
+    the installed console script does; without it the interpreter honours
+    PYTHON* variables, which is what the sudo test needs to show refused.
+    """
     boot = (
         f"import sys; sys.path.insert(0, {TESTS_DIR!r}); "
         "from privsepd.cli.main import main; sys.exit(main())"
     )
-    return [sys.executable, "-I", "-c", boot, "helper", "--policy", policy]
+    return [sys.executable, *(["-I"] if isolated else []), "-c", boot, "helper", "--policy", policy]
 
 
 class _PidLink:
@@ -229,7 +234,7 @@ class DaemonTarget(HelperTarget):
         self.log = str(directory / "daemon.log")
         self.proc = start_daemon(self.policy, self.socket_dir, self.log, args)
         wait_for(
-            lambda: os.path.exists(self.socket) or self.proc.poll() is not None,
+            lambda: self.proc.poll() is not None or daemon_listening(self.log),
             15,
             "the daemon's socket",
         )
@@ -252,6 +257,16 @@ class DaemonTarget(HelperTarget):
         super().close()
         self.proc.kill()
         self.proc.wait()
+
+
+def daemon_listening(log: str) -> bool:
+    """The daemon logs 'serving' after listen(): its socket file exists a moment
+    earlier (bind), when a connect would still be refused."""
+    try:
+        with open(log, "rb") as f:
+            return b"serving" in f.read()
+    except FileNotFoundError:
+        return False
 
 
 def start_daemon(policy: str, socket_dir: str, log: str, args=(), env=None) -> subprocess.Popen:

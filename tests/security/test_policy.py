@@ -34,6 +34,7 @@ from . import entrypoints
 from .attack import fn, outcome, wait_for
 from .conftest import (
     SAFE_PATH,
+    daemon_listening,
     rootwrap_script,
     spawn_command,
     start_daemon,
@@ -85,9 +86,7 @@ class Loader:
             log = str(scratch / "daemon.log")
             proc = start_daemon(path, str(sock), log)
             try:
-                wait_for(
-                    lambda: proc.poll() is not None or (sock / "t-sec.sock").exists(), 15, "daemon"
-                )
+                wait_for(lambda: proc.poll() is not None or daemon_listening(log), 15, "daemon")
                 if proc.poll() is not None:
                     return f"exit {proc.returncode}: {open(log).read()}"
                 ctx = Context("t-sec", timeout=10, socket_path=str(sock / "t-sec.sock"))
