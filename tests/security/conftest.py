@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_root
+from conftest import require_feature, require_root
 
 from privsepd.channel.protocol import OP_CALL
 from privsepd.context import Context
@@ -38,12 +38,22 @@ from privsepd.modes import SpawnMode
 from privsepd.policy.loader import load_policy
 
 from . import entrypoints
-from .attack import AuditTrail, RawPeer, SyslogTrail, fn, pid_gone, private_dev_log, wait_for
+from .attack import (
+    AuditTrail,
+    RawPeer,
+    SyslogTrail,
+    as_user,
+    fn,
+    pid_gone,
+    private_dev_log,
+    wait_for,
+)
 
 #: The directory holding the ``security`` package (tests/), put on the
 #: spawned helper's and the daemon's sys.path as a service's own package
 #: would be installed.
 TESTS_DIR = str(Path(__file__).resolve().parent.parent)
+NOBODY = 65534
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 BASE_POLICY = """
@@ -359,7 +369,22 @@ def daemon(targets) -> HelperTarget:
 ROOTWRAP_FILTERS = """
 [Filters]
 true: CommandFilter, /bin/true, root
-cat_nobody: CommandFilter, /bin/cat, nobody
+"""
+
+
+#: Runs requests (JSON lines: argv, env, input, timeout) and answers with
+#: rc/stdout/stderr, from inside the private /dev/log namespace.
+_RUNNER = """
+import json, subprocess, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    data = None if req["input"] is None else bytes.fromhex(req["input"])
+    r = subprocess.run(req["argv"], env=req["env"], input=data, capture_output=True,
+                       stdin=None if data is not None else subprocess.DEVNULL,
+                       timeout=req["timeout"])
+    out = {"rc": r.returncode, "out": r.stdout.hex(), "err": r.stderr.hex()}
+    sys.stdout.write(json.dumps(out) + "\\n")
+    sys.stdout.flush()
 """
 
 
@@ -390,6 +415,7 @@ class RootwrapTarget:
         # The scratch dir holds the log socket: not world-writable, outside /tmp.
         self.scratch = tempfile.mkdtemp(prefix="rw-", dir=str(directory))
         self.audit = SyslogTrail(os.path.join(self.scratch, "log"))
+        self._runner: subprocess.Popen | None = None
 
     def run(
         self,
@@ -402,13 +428,36 @@ class RootwrapTarget:
     ) -> subprocess.CompletedProcess:
         """Run the shim as sudo would (a clean environment unless ``env`` says otherwise)."""
         cmd = [rootwrap_script(), "--cache-dir", self.cache, *options, conf or self.conf, *argv]
-        return subprocess.run(
-            private_dev_log(self.scratch, self.audit.path, cmd),
-            capture_output=True,
-            env=env if env is not None else {"PATH": SAFE_PATH, "LANG": "C.UTF-8"},
-            input=input,
-            timeout=timeout,
+        request = {
+            "argv": cmd,
+            "env": env if env is not None else {"PATH": SAFE_PATH, "LANG": "C.UTF-8"},
+            "input": None if input is None else input.hex(),
+            "timeout": timeout,
+        }
+        server = self._server()
+        server.stdin.write(json.dumps(request) + "\n")
+        server.stdin.flush()
+        line = server.stdout.readline()
+        if not line:
+            raise AssertionError(f"rootwrap runner died: {server.stderr.read()}")
+        reply = json.loads(line)
+        return subprocess.CompletedProcess(
+            cmd, reply["rc"], bytes.fromhex(reply["out"]), bytes.fromhex(reply["err"])
         )
+
+    def _server(self) -> subprocess.Popen:
+        """One runner per test inside the private /dev/log namespace (saves a
+        namespace set-up per command)."""
+        if self._runner is None:
+            self._runner = subprocess.Popen(
+                private_dev_log(self.scratch, self.audit.path, [sys.executable, "-c", _RUNNER]),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"},
+            )
+        return self._runner
 
     def good_call(self) -> None:
         result = self.run("true")
@@ -416,6 +465,9 @@ class RootwrapTarget:
         self.audit.expect(decision="allow", argv="true")
 
     def close(self) -> None:
+        if self._runner is not None:
+            self._runner.stdin.close()
+            self._runner.wait(10)
         self.audit.close()
 
 
@@ -423,3 +475,83 @@ class RootwrapTarget:
 def rootwrap(targets) -> RootwrapTarget:
     require_root()
     return targets.rootwrap("")
+
+
+# -- privileged binaries an attacker would reach for -----------------------------------
+
+
+def status_of(out: bytes) -> dict[str, str]:
+    """``/proc/self/status`` as printed by a command, as a dict."""
+    return dict(line.split(":\t", 1) for line in out.decode().splitlines() if ":\t" in line)
+
+
+@pytest.fixture
+def binaries(trusted_dir) -> dict[str, str]:
+    """setuid-root and file-capability copies of cat, on a filesystem that honours them."""
+    bindir = trusted_dir / "bin"
+    bindir.mkdir(mode=0o755)
+    require_feature(not os.statvfs(bindir).f_flag & os.ST_NOSUID, f"{bindir} is nosuid")
+    require_feature(shutil.which("setcap") is not None, "setcap (libcap2-bin)")
+    suid = bindir / "suid-cat"
+    shutil.copy("/bin/cat", suid)
+    os.chown(suid, 0, 0)
+    suid.chmod(0o4755)
+    fcaps = bindir / "fcaps-cat"
+    shutil.copy("/bin/cat", fcaps)
+    subprocess.run(["setcap", "cap_dac_override,cap_sys_admin+ep", str(fcaps)], check=True)
+    got = subprocess.run(["getcap", str(fcaps)], capture_output=True, text=True).stdout
+    assert "cap_dac_override" in got and "cap_sys_admin" in got, got
+    # The binaries really are privileged for anyone who runs them outside a helper:
+    direct = as_user(NOBODY, NOBODY, lambda: _status_line(str(suid)))
+    assert direct.split()[1] == "0", f"setuid bit not honoured here: {direct}"
+    return {"suid": str(suid), "fcaps": str(fcaps)}
+
+
+def _status_line(binary: str) -> str:
+    out = subprocess.run([binary, "/proc/self/status"], capture_output=True).stdout
+    return status_of(out)["Uid"]
+
+
+#: A command that tries to hand itself a capability: inheritable +CAP, then
+#: PR_CAP_AMBIENT_RAISE CAP, then exec the rest of its argv (which inherits
+#: whatever ambient set it got).
+CAPRAISE_C = r"""
+#include <errno.h>
+#include <linux/capability.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    int cap = atoi(argv[1]);
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+    if (syscall(SYS_capget, &h, d)) { perror("capget"); return 3; }
+    d[cap / 32].inheritable |= 1u << (cap % 32);
+    if (syscall(SYS_capset, &h, d))
+        fprintf(stderr, "capset inheritable +%d: %s\n", cap, strerror(errno));
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0))
+        fprintf(stderr, "ambient raise %d: %s\n", cap, strerror(errno));
+    else
+        fprintf(stderr, "ambient raise %d: ok\n", cap);
+    execv(argv[2], argv + 2);
+    perror("execv");
+    return 127;
+}
+"""
+
+
+@pytest.fixture
+def capraise(trusted_dir) -> str:
+    require_feature(shutil.which("cc") is not None, "a C compiler (cc)")
+    bindir = trusted_dir / "cbin"
+    bindir.mkdir(mode=0o755)
+    src = bindir / "capraise.c"
+    src.write_text(CAPRAISE_C)
+    exe = bindir / "capraise"
+    subprocess.run(["cc", "-O", "-o", str(exe), str(src)], check=True)
+    exe.chmod(0o755)
+    return str(exe)

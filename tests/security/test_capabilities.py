@@ -18,53 +18,20 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import require_feature
 
 from .attack import PTRACE_ATTACH, PTRACE_SEIZE, argv_has, as_user, ptrace, wait_for
+from .conftest import status_of
 
 NOBODY = 65534
 CAP_DAC_OVERRIDE = 1 << 1
 CAP_DAC_READ_SEARCH = 1 << 2
 CAP_NET_ADMIN = 1 << 12
 CAP_SYS_ADMIN = 1 << 21
-
-
-def status_of(out: bytes) -> dict[str, str]:
-    return dict(line.split(":\t", 1) for line in out.decode().splitlines() if ":\t" in line)
-
-
-@pytest.fixture
-def binaries(trusted_dir) -> dict[str, str]:
-    """setuid-root and file-capability copies of cat, on a filesystem that honours them."""
-    bindir = trusted_dir / "bin"
-    bindir.mkdir(mode=0o755)
-    require_feature(not os.statvfs(bindir).f_flag & os.ST_NOSUID, f"{bindir} is nosuid")
-    require_feature(shutil.which("setcap") is not None, "setcap (libcap2-bin)")
-    suid = bindir / "suid-cat"
-    shutil.copy("/bin/cat", suid)
-    os.chown(suid, 0, 0)
-    suid.chmod(0o4755)
-    fcaps = bindir / "fcaps-cat"
-    shutil.copy("/bin/cat", fcaps)
-    subprocess.run(["setcap", "cap_dac_override,cap_sys_admin+ep", str(fcaps)], check=True)
-    got = subprocess.run(["getcap", str(fcaps)], capture_output=True, text=True).stdout
-    assert "cap_dac_override" in got and "cap_sys_admin" in got, got
-    # The binaries really are privileged for anyone who runs them outside a helper:
-    direct = as_user(NOBODY, NOBODY, lambda: _status_line(str(suid)))
-    assert direct.split()[1] == "0", f"setuid bit not honoured here: {direct}"
-    return {"suid": str(suid), "fcaps": str(fcaps)}
-
-
-def _status_line(binary: str) -> str:
-    out = subprocess.run([binary, "/proc/self/status"], capture_output=True).stdout
-    return status_of(out)["Uid"]
 
 
 def assert_no_privilege(result: list | tuple | BaseException, what: str) -> None:
@@ -146,49 +113,7 @@ def test_helper_file_capability_binary_from_an_allowed_command_gains_nothing(wit
 
 # -- ambient raise ---------------------------------------------------------------------------------
 
-#: A command that tries to hand itself a capability: inheritable +CAP, then
-#: PR_CAP_AMBIENT_RAISE CAP, then exec the rest of its argv (which inherits
-#: whatever ambient set it got).
-CAPRAISE_C = r"""
-#include <errno.h>
-#include <linux/capability.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-    if (argc < 3) return 2;
-    int cap = atoi(argv[1]);
-    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct d[2];
-    if (syscall(SYS_capget, &h, d)) { perror("capget"); return 3; }
-    d[cap / 32].inheritable |= 1u << (cap % 32);
-    if (syscall(SYS_capset, &h, d))
-        fprintf(stderr, "capset inheritable +%d: %s\n", cap, strerror(errno));
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0))
-        fprintf(stderr, "ambient raise %d: %s\n", cap, strerror(errno));
-    else
-        fprintf(stderr, "ambient raise %d: ok\n", cap);
-    execv(argv[2], argv + 2);
-    perror("execv");
-    return 127;
-}
-"""
-
-
-@pytest.fixture
-def capraise(trusted_dir) -> str:
-    require_feature(shutil.which("cc") is not None, "a C compiler (cc)")
-    bindir = trusted_dir / "cbin"
-    bindir.mkdir(mode=0o755)
-    src = bindir / "capraise.c"
-    src.write_text(CAPRAISE_C)
-    exe = bindir / "capraise"
-    subprocess.run(["cc", "-O", "-o", str(exe), str(src)], check=True)
-    exe.chmod(0o755)
-    return str(exe)
+# -- ambient raise ---------------------------------------------------------------------
 
 
 @pytest.fixture(params=["fork", "spawn", "daemon"])
