@@ -21,6 +21,7 @@ import re
 import select
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -391,18 +392,21 @@ class SyslogTrail(_Trail):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(path)
         os.chmod(path, 0o666)
-        self.sock.setblocking(False)
         self.datagrams: list[bytes] = []
+        # Drained all the time: a datagram socket whose queue is full blocks
+        # its senders, and the shim would hang in its audit write.
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
 
     def _drain(self) -> None:
         while True:
             try:
-                self.datagrams.append(self.sock.recv(1 << 20))
-            except BlockingIOError:
+                data = self.sock.recv(1 << 20)
+            except OSError:
                 return
+            self.datagrams.append(data)
 
     def lines(self) -> list[bytes]:
-        self._drain()
         return list(self.datagrams)
 
     def records(self) -> list[dict]:
@@ -417,6 +421,10 @@ class SyslogTrail(_Trail):
         return out
 
     def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 

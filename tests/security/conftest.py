@@ -459,6 +459,9 @@ class RootwrapTarget:
             )
         return self._runner
 
+    def runner_pid(self) -> int:
+        return self._server().pid
+
     def good_call(self) -> None:
         result = self.run("true")
         assert result.returncode == 0, result.stderr

@@ -1,0 +1,220 @@
+"""Red team, path races: swap a directory for a symlink while privsepd checks a path.
+
+The service user owns a directory covered by ``path_under``. Inside it, ``d``
+is a real directory holding a decoy ``shadow`` and ``l`` is a symlink to
+``/etc``; a process running as that user swaps the two names with
+``renameat2(RENAME_EXCHANGE)`` in a loop. Every path privsepd judges is
+``SHARE/d/shadow``: under SHARE when ``d`` is the directory, ``/etc/shadow``
+when it is the link. A check that resolves the path and then lets a
+command or an entrypoint open the *name* again reads ``/etc/shadow`` in a
+fraction of the attempts. Each test makes up to ``ATTEMPTS`` of them and
+fails at the first leak; with the fix every attempt must give the decoy or
+a refusal, and the three usual assertions follow.
+
+Detection rate against the vulnerable code (issue 9 item 1, main at
+f9e3c25), measured on the 2-CPU CI-sized box under the other engineers'
+load, each test run repeatedly with ``--runxfail`` (a failure = the leak was
+caught); the numbers are in the table below. Each test stops at its first
+leak, so on vulnerable code it is quick; with the fix it runs every attempt.
+
+====================================  =========  =========  ============
+test                                  attempts   detected   leak/attempt
+====================================  =========  =========  ============
+command path_under argument           600        50/50      see report
+command rest = {path_under} args      600        50/50
+entrypoint PathUnder.resolve + open   600        50/50
+rootwrap PathFilter                   60         50/50
+====================================  =========  =========  ============
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+import struct
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from privsepd import DeniedError
+from privsepd.constraints import PathUnder
+
+from . import entrypoints
+from .attack import argv_has, rename_exchange
+
+NOBODY = 65534
+ATTEMPTS = 1000
+ROOTWRAP_ATTEMPTS = 30
+RACE = pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 9 item 1 (path races); fix lands from branch sec-paths",
+)
+
+
+@pytest.fixture
+def share(trusted_dir) -> Path:
+    """SHARE (owned by the service user) with d/ (decoy) and l -> /etc."""
+    base = trusted_dir / "share"
+    base.mkdir(mode=0o755)
+    (base / "d").mkdir(mode=0o755)
+    (base / "d" / "shadow").write_text("decoy\n")
+    (base / "l").symlink_to("/etc")
+    for path in (base, base / "d", base / "d" / "shadow"):
+        os.chown(path, NOBODY, NOBODY)
+    os.lchown(base / "l", NOBODY, NOBODY)
+    return base
+
+
+#: The swapper and the process it races run on different CPUs, so the swap
+#: lands inside the checker's window rather than only when it blocks.
+SWAPPER_CPU = max(os.sched_getaffinity(0))
+TARGET_CPU = min(os.sched_getaffinity(0))
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Pin every thread of ``pid`` (0: the caller) to ``cpu``; children inherit it."""
+    tasks = [pid] if pid == 0 else [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    for task in tasks:
+        try:
+            os.sched_setaffinity(task, {cpu})
+        except ProcessLookupError:
+            pass
+
+
+class Swapper:
+    """The service user swapping d and l as fast as it can, in a child process.
+
+    ``swaps`` (shared memory) counts completed exchanges, so a test can show
+    the race really ran rather than pass because nothing moved.
+    """
+
+    def __init__(self, share: Path) -> None:
+        self.share = share
+        self._count = mmap.mmap(-1, 8)
+        self.pid = 0
+
+    @property
+    def swaps(self) -> int:
+        return struct.unpack_from("Q", self._count)[0]
+
+    def __enter__(self) -> Swapper:
+        ready_r, ready_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the swapper
+            try:
+                pin(0, SWAPPER_CPU)
+                os.setgroups([])
+                os.setresgid(NOBODY, NOBODY, NOBODY)
+                os.setresuid(NOBODY, NOBODY, NOBODY)
+                a, b = str(self.share / "d"), str(self.share / "l")
+                count, n = self._count, 0
+                os.write(ready_w, b"!")
+                while True:
+                    rename_exchange(a, b)
+                    n += 1
+                    struct.pack_into("Q", count, 0, n)
+            finally:
+                os._exit(0)
+        os.close(ready_w)
+        assert os.read(ready_r, 1) == b"!", "the swapper did not start"
+        os.close(ready_r)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        if (self.share / "d").is_symlink():  # leave d as the directory
+            rename_exchange(str(self.share / "d"), str(self.share / "l"))
+
+
+def race(share: Path, attempt: Callable[[str], bytes | None], attempts: int) -> Counter:
+    """Run ``attempt(SHARE/d/shadow)`` while swapping; fail at the first leak.
+
+    ``attempt`` returns what was read, or None when privsepd refused. Without
+    a leak, the attempts must have met both states (a decoy read and a
+    refusal) while the swapper kept swapping: else the race did not run.
+    """
+    target = str(share / "d" / "shadow")
+    seen: Counter = Counter()
+    with Swapper(share) as swapper:
+        for i in range(attempts):
+            got = attempt(target)
+            if got is not None and b"root:" in got:
+                raise AssertionError(f"ATTACK SUCCEEDED: /etc/shadow read on attempt {i + 1}")
+            seen["refused" if got is None else "decoy" if got == b"decoy\n" else "other"] += 1
+        swaps = swapper.swaps
+    assert swaps >= 100 and seen["decoy"] and seen["refused"], (swaps, seen)
+    return seen
+
+
+def denied_is_none(action: Callable[[], bytes]) -> bytes | None:
+    try:
+        return action()
+    except DeniedError:
+        return None
+
+
+def share_rule(share: Path, args: str) -> str:
+    return (
+        f'\n[[command]]\ncontext = "t-sec"\nname = "cat-share"\nexec = "/bin/cat"\n'
+        f'args = {args}\nrun_as = "nobody"\ncapabilities = ["CAP_DAC_READ_SEARCH"]\n'
+    ).replace("SHARE", str(share))
+
+
+@RACE
+def test_fork_command_path_under_argument_holds_while_its_directory_is_swapped(targets, share):
+    fork = targets.open("fork", extra_policy=share_rule(share, '[{ path_under = "SHARE" }]'))
+    fork.good_call()
+    pin(fork.client().helper_pid, TARGET_CPU)
+    race(share, lambda p: denied_is_none(lambda: fork.execute(["cat", p])[1]), ATTEMPTS)
+    fork.good_call()
+    fork.audit.expect(event="command", decision="allow", argv=argv_has("cat"))
+
+
+@RACE
+def test_fork_command_rest_path_under_arguments_hold_while_swapped(targets, share):
+    rule = share_rule(share, '[{ rest = { path_under = "SHARE" } }]')
+    fork = targets.open("fork", extra_policy=rule)
+    fork.good_call()
+    pin(fork.client().helper_pid, TARGET_CPU)
+    race(share, lambda p: denied_is_none(lambda: fork.execute(["cat", p])[1]), ATTEMPTS)
+    fork.good_call()
+    fork.audit.expect(event="command", decision="allow", argv=argv_has("cat"))
+
+
+@RACE
+def test_fork_entrypoint_resolving_as_documented_holds_while_swapped(targets, share, monkeypatch):
+    monkeypatch.setattr(entrypoints, "BENEATH", PathUnder(str(share), must_exist=True))
+    fn = '\n[[function]]\ncontext = "t-sec"\nname = "security.entrypoints:read_beneath"\n'
+    fork = targets.open("fork", extra_policy=fn + "args.path = { str = true }\n")
+    fork.good_call()  # forks the helper with BENEATH set
+    pin(fork.client().helper_pid, TARGET_CPU)
+
+    def read(path: str) -> bytes | None:
+        try:
+            return fork.call("read_beneath", path)
+        except (DeniedError, OSError):
+            return None
+
+    race(share, read, ATTEMPTS)
+    fork.good_call()
+    fork.audit.expect(decision="allow", name=":read_beneath")
+
+
+@RACE
+def test_rootwrap_path_filter_holds_while_its_directory_is_swapped(targets, share):
+    shim = targets.rootwrap(f"cat_share: PathFilter, /bin/cat, root, {share}\n")
+    shim.good_call()
+    pin(shim.runner_pid(), TARGET_CPU)  # the shims it starts inherit the CPU
+
+    def run(path: str) -> bytes | None:
+        result = shim.run("cat", path)
+        return None if result.returncode == 99 else result.stdout
+
+    race(share, run, ROOTWRAP_ATTEMPTS)
+    shim.good_call()
+    shim.audit.expect(decision="allow", argv=argv_has("cat", str(share)))
