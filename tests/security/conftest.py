@@ -122,7 +122,10 @@ def spawn_command(policy: str, isolated: bool = True) -> list[str]:
         f"import sys; sys.path.insert(0, {TESTS_DIR!r}); "
         "from privsepd.cli.main import main; sys.exit(main())"
     )
-    return [sys.executable, *(["-I"] if isolated else []), "-c", boot, "helper", "--policy", policy]
+    # -B: a helper started under a hostile RLIMIT_FSIZE must not leave truncated
+    # bytecode in the shared __pycache__ (CPython ignores the short write).
+    flags = ["-B", "-I"] if isolated else ["-B"]
+    return [sys.executable, *flags, "-c", boot, "helper", "--policy", policy]
 
 
 class _PidLink:

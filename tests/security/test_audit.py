@@ -11,6 +11,7 @@ mount namespace of its own, as in test_rootwrap) or the helper's own file.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,7 @@ from privsepd import DeniedError
 from privsepd.context import Context
 
 from .attack import SyslogTrail, argv_has, private_dev_log, refused, wait_for
-from .conftest import daemon_listening, spawn_command, write_root_file
+from .conftest import TESTS_DIR, daemon_listening, spawn_command, write_root_file
 
 SINK = pytest.mark.xfail(
     strict=True,
@@ -71,21 +72,24 @@ def test_daemon_without_an_audit_key_records_where_the_client_cannot_reach(trust
     policy = write_root_file(
         trusted_dir / "noaudit.toml",
         '[context.t-noaudit]\nuser = "nobody"\n\n'
-        '[[function]]\ncontext = "t-noaudit"\nname = "privsepd.cli.demo:count_lines"\n'
-        'args.path = { path_under = "/etc", must_exist = true }\n',
+        '[[function]]\ncontext = "t-noaudit"\nname = "security.entrypoints:echo"\n'
+        "args.values = { str = true }\n",
     )
     sockets, log = trusted_dir / "sock", str(trusted_dir / "daemon.log")
     serve = [sys.executable, "-m", "privsepd.cli.main", "serve", "--policy", policy,
              "--socket-dir", str(sockets)]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            private_dev_log(str(trusted_dir), syslog.path, serve), stdout=out, stderr=out
+            private_dev_log(str(trusted_dir), syslog.path, serve),
+            stdout=out,
+            stderr=out,
+            env=dict(os.environ, PYTHONPATH=TESTS_DIR),
         )
     try:
         wait_for(lambda: daemon_listening(log) or proc.poll() is not None, 15, "the daemon")
         ctx = Context("t-noaudit", timeout=10, socket_path=str(sockets / "t-noaudit.sock"))
         refused(lambda: ctx._call("call", "os:system", ["noaudit-token"], {}), DeniedError)
-        assert ctx._call("call", "privsepd.cli.demo:count_lines", ["/etc/hostname"], {}) >= 0
+        assert ctx._call("call", "security.entrypoints:echo", ["good"], {}) == ["good"]
         ctx.stop()
         syslog.expect(within=2, decision="deny", name="os:system", args="noaudit-token")
     finally:

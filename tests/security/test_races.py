@@ -232,7 +232,7 @@ def test_fork_entrypoint_resolving_as_documented_holds_while_swapped(targets, sh
         except (DeniedError, OSError):
             return None
 
-    race(share, read, reads=30, dwell=(1e-6, 1e-5), cap=4000)
+    race(share, read, reads=60, dwell=(1e-6, 1e-5), cap=6000)
     fork.good_call()
     fork.audit.expect(decision="allow", name=":read_beneath")
 
@@ -250,6 +250,6 @@ def test_rootwrap_path_filter_holds_while_its_directory_is_swapped(targets, shar
         assert b"Traceback" not in result.stderr, result.stderr.decode()[-300:]
         return None if result.returncode == 99 else result.stdout
 
-    race(share, run, reads=12, dwell=(1e-4, 1e-2), cap=150)
+    race(share, run, reads=16, dwell=(1e-4, 1e-2), cap=150)
     shim.good_call()
     shim.audit.expect(decision="allow", argv=argv_has("cat", str(share)))
