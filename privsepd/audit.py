@@ -1,56 +1,317 @@
-"""Audit records: one structured line per privileged decision.
+"""Audit records: one structured line per privileged decision, kept by root.
 
-The helper writes these itself, through a sink opened before scoping, so a
-compromised client cannot suppress or forge them. Sinks: syslog/journald
-(``/dev/log``), a JSON-lines file, or the ``privsepd.audit`` logger.
+The privileged side (the helper, the daemon, ``privsepd-rootwrap``) writes
+every record itself, through a sink it opened as root before scoping, so a
+compromised client can neither suppress nor forge the trail. Sinks, by the
+``audit`` setting of a context:
+
+=======================  ================================================
+(not set)                syslog/journald through ``/dev/log`` when it
+                         accepts a connection, else the JSON-lines file
+                         :data:`DEFAULT_FILE`
+``"syslog"``             ``/dev/log`` (``"syslog:/PATH"``: another socket)
+``"/absolute/path"``     a JSON-lines file
+``"none"``               no root-owned trail (an explicit opt-out)
+=======================  ================================================
+
+A sink that cannot be opened is an :class:`~privsepd.errors.AuditError` at
+start, never a silent fallback. A file sink's directory chain must pass the
+policy trust check (root-owned, not group/world-writable, up to ``/``), the
+file is opened without following symlinks, created ``0600`` and must be a
+root-owned regular file nobody else can write. The default directory
+``/var/log/privsepd`` is created ``0750``.
+
+Every field is bounded (:data:`MAX_FIELD` characters per string with a
+``...[+N chars]`` marker, :data:`MAX_ITEMS` items per list or map,
+:data:`MAX_RECORD` characters per record) and a record that lost anything
+says ``"truncated": true``. Records are JSON with every control and
+non-ASCII character escaped, so no field can start a second line. A copy of
+each record also goes to the ``privsepd.audit`` logger (denials and errors
+at WARNING, the rest at DEBUG); in a helper that copy reaches the client,
+as a convenience only.
 """
 
 from __future__ import annotations
 
+import _socket  # not socket: privsepd-rootwrap starts faster without selectors and enum
 import json
-import logging
+import math
 import os
-import socket
-import threading
+import stat
 import time
 from typing import Any
 
-_logger = logging.getLogger("privsepd.audit")
+from privsepd.errors import AuditError
 
-MAX_ARG_SUMMARY = 200
+__all__ = [
+    "DEFAULT_DIR",
+    "DEFAULT_FILE",
+    "MAX_FIELD",
+    "MAX_ITEMS",
+    "MAX_RECORD",
+    "SYSLOG_SOCKET",
+    "AuditLog",
+    "bound_fields",
+    "escape_control",
+]
+
+DEFAULT_DIR = "/var/log/privsepd"
+DEFAULT_FILE = DEFAULT_DIR + "/audit.jsonl"
+SYSLOG_SOCKET = "/dev/log"
+
+#: Characters kept of one string (a name, an argv item, a message).
+MAX_FIELD = 1024
+#: Items kept of one list or map (argv included).
+MAX_ITEMS = 64
+#: Levels of nesting kept; deeper values become a bounded repr.
+MAX_DEPTH = 4
+#: Characters of strings kept across one whole record.
+MAX_RECORD = 16384
+
+# <86> = facility authpriv (10) * 8 + severity info (6).
+_SYSLOG_PRI = 86
+_SEND_TIMEOUT = 5.0
+# One encoder (json.dumps builds a new one per call when given options).
+# ensure_ascii: every control and non-ASCII character leaves as an escape.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+_DECISIONS_AT_WARNING = frozenset({"deny", "error", "fatal", "protocol-violation"})
 
 
-def summarize(value: Any, limit: int = MAX_ARG_SUMMARY) -> str:
-    """A bounded, printable summary of call arguments (never the full payload)."""
-    text = repr(value)
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return text
+# -- bounding -----------------------------------------------------------------------
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:  # a hostile __repr__ must not take the record down
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+class _Bounder:
+    """Turns any value into bounded, JSON-native data (str keys, finite numbers)."""
+
+    def __init__(self) -> None:
+        self.left = MAX_RECORD
+        self.truncated = False
+
+    def text(self, value: str) -> str:
+        limit = max(0, min(MAX_FIELD, self.left))
+        if len(value) > limit:
+            self.truncated = True
+            value = f"{value[:limit]}...[+{len(value) - limit} chars]"
+        self.left -= len(value)
+        return value
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        cls = type(value)
+        if cls is str:
+            size = len(value)
+            if size <= MAX_FIELD and size <= self.left:  # the common case, inline
+                self.left -= size
+                return value
+            return self.text(value)
+        if value is None or cls is bool:
+            return value
+        if cls is int:
+            return value if -(2**64) < value < 2**64 else self.text(str(value))
+        if cls is float:
+            return value if math.isfinite(value) else str(value)
+        if cls is bytes or cls is bytearray:
+            head = _repr(bytes(value[:MAX_FIELD]))
+            if len(value) > MAX_FIELD:
+                self.truncated = True
+                head += f"...[+{len(value) - MAX_FIELD} bytes]"
+            return self.text(head)
+        if cls is list or cls is tuple:
+            if depth >= MAX_DEPTH:
+                self.truncated = True
+                return self.text(_repr(value)[:MAX_FIELD])
+            out = [self.value(item, depth + 1) for item in value[:MAX_ITEMS]]
+            if len(value) > MAX_ITEMS:
+                self.truncated = True
+                out.append(f"...[+{len(value) - MAX_ITEMS} items]")
+            return out
+        if cls is dict:
+            if depth >= MAX_DEPTH:
+                self.truncated = True
+                return self.text(_repr(value)[:MAX_FIELD])
+            mapped: dict[str, Any] = {}
+            for i, (key, item) in enumerate(value.items()):
+                if i >= MAX_ITEMS:
+                    self.truncated = True
+                    mapped["..."] = f"[+{len(value) - MAX_ITEMS} items]"
+                    break
+                name = self.text(key if type(key) is str else _repr(key))
+                mapped[name] = self.value(item, depth + 1)
+            return mapped
+        return self.text(_repr(value)[: MAX_FIELD + 1])
+
+
+def bound_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``fields`` with every value bounded; adds ``truncated`` if anything was cut."""
+    bounder = _Bounder()
+    value = bounder.value
+    out = {key if type(key) is str else str(key): value(item) for key, item in fields.items()}
+    if bounder.truncated:
+        out["truncated"] = True
+    return out
+
+
+def escape_control(text: str) -> str:
+    """``text`` on one line: backslash, control and line-separator characters escaped.
+
+    For human-readable syslog lines (oslo's ``Unauthorized command: ...``):
+    an argument holding ``\\n`` must not start a forged second line.
+    """
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif code in (0x2028, 0x2029, 0x85):
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+# -- sinks ------------------------------------------------------------------------
+
+
+def _open_file(path: str) -> int:
+    """Open (create 0600) a root-owned JSON-lines file in a trusted directory."""
+    from privsepd.errors import PolicyError
+    from privsepd.policy.trust import check_trusted
+
+    if not path.startswith("/") or path.endswith("/"):
+        raise AuditError(f"audit file must be an absolute file path, got {path!r}")
+    directory, name = os.path.split(path)
+    if path == DEFAULT_FILE:
+        try:
+            os.mkdir(DEFAULT_DIR, 0o750)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise AuditError(f"cannot create audit directory {DEFAULT_DIR}: {exc.strerror}")
+    try:
+        check_trusted(directory)
+    except PolicyError as exc:
+        raise AuditError(f"audit directory is not trusted: {exc}") from None
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+    dir_fd = -1
+    try:
+        dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        raise AuditError(f"cannot open audit file {path}: {exc.strerror}") from None
+    finally:
+        if dir_fd >= 0:
+            os.close(dir_fd)
+    st = os.fstat(fd)
+    why = None
+    if not stat.S_ISREG(st.st_mode):
+        why = "is not a regular file"
+    elif st.st_uid != 0:
+        why = f"is owned by uid {st.st_uid}, not root"
+    elif st.st_mode & 0o022:
+        why = f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    if why is not None:
+        os.close(fd)
+        raise AuditError(f"audit file {path} {why}")
+    return fd
+
+
+def _connect_syslog(address: str) -> _socket.socket:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(address)
+    except OSError as exc:
+        sock.close()
+        raise AuditError(f"cannot connect to syslog socket {address}: {exc.strerror}") from None
+    # A stalled syslog daemon fails the record (and so the call) instead of
+    # hanging the helper.
+    sock.settimeout(_SEND_TIMEOUT)
+    return sock
 
 
 class AuditLog:
-    """Where audit records go; open it before the helper drops privileges."""
+    """Where audit records go; open it as root, before the helper drops privileges.
 
-    def __init__(self, fd: int | None = None, syslog: socket.socket | None = None) -> None:
+    ``AuditLog()`` has no root-owned sink (the logger copy only): what
+    ``audit = "none"`` means, and what tests of single pieces use.
+    """
+
+    def __init__(
+        self,
+        fd: int | None = None,
+        syslog: _socket.socket | None = None,
+        *,
+        description: str = "none",
+        syslog_address: str | None = None,
+        tag: str = "privsepd",
+        client_copy: bool = True,
+    ) -> None:
         self._fd = fd
         self._syslog = syslog
-        self._lock = threading.Lock()
+        self._syslog_address = syslog_address
+        self.description = description
+        self.tag = tag
+        self.client_copy = client_copy
 
     @classmethod
-    def open(cls, target: str | None) -> AuditLog:
-        """``None``/"logger": stdlib logging; "syslog": /dev/log; else a file path."""
-        if target in (None, "", "logger"):
-            return cls()
-        if target == "syslog":
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    def open(cls, target: str | None, *, tag: str = "privsepd") -> AuditLog:
+        """The sink ``target`` names (see the module docstring); AuditError if it cannot open."""
+        if target is None or target == "":
             try:
-                sock.connect("/dev/log")
-            except OSError:
-                sock.close()
-                return cls()
-            return cls(syslog=sock)
-        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        return cls(fd=fd)
+                sock = _connect_syslog(SYSLOG_SOCKET)
+            except AuditError as syslog_error:
+                try:
+                    fd = _open_file(DEFAULT_FILE)
+                except AuditError as file_error:
+                    raise AuditError(
+                        f"no audit sink: {syslog_error}; {file_error}. Fix one, or set "
+                        'audit = "none" for the context to run without a root-owned trail'
+                    ) from None
+                return cls(fd=fd, description=f"file {DEFAULT_FILE}", tag=tag)
+            return cls(
+                syslog=sock,
+                description=f"syslog {SYSLOG_SOCKET}",
+                syslog_address=SYSLOG_SOCKET,
+                tag=tag,
+            )
+        if type(target) is not str:
+            raise AuditError(f"audit target must be a string, got {type(target).__name__}")
+        if target == "none":
+            return cls(tag=tag)
+        if target == "logger":
+            raise AuditError(
+                'audit = "logger" sent records only to the client, which may suppress them; '
+                'use "none" to run without a root-owned trail, or leave audit unset'
+            )
+        if target == "syslog" or target.startswith("syslog:"):
+            address = target[len("syslog:") :] if target != "syslog" else SYSLOG_SOCKET
+            if not address.startswith("/"):
+                raise AuditError(f"syslog socket must be an absolute path, got {address!r}")
+            return cls(
+                syslog=_connect_syslog(address),
+                description=f"syslog {address}",
+                syslog_address=address,
+                tag=tag,
+            )
+        return cls(fd=_open_file(target), description=f"file {target}", tag=tag)
+
+    @property
+    def has_sink(self) -> bool:
+        """True when records reach a root-owned sink (not only the logger copy)."""
+        return self._fd is not None or self._syslog is not None
 
     def fds(self) -> list[int]:
         """Descriptors the helper must keep open through scoping."""
@@ -65,24 +326,61 @@ class AuditLog:
         """Whether a record of this decision goes anywhere (cheap; per call)."""
         if self._fd is not None or self._syslog is not None:
             return True
-        return _logger.isEnabledFor(logging.DEBUG if decision == "allow" else logging.WARNING)
+        return _logger().isEnabledFor(10 if decision not in _DECISIONS_AT_WARNING else 30)
 
     def record(self, **fields: Any) -> None:
+        """Write one bounded record; raise AuditError if the sink refused it.
+
+        Callers that are about to act must treat AuditError as "do not act".
+        """
         fields.setdefault("ts", round(time.time(), 6))
-        line = json.dumps(fields, sort_keys=True, default=str)
-        if self._fd is not None:
-            with self._lock:
-                os.write(self._fd, line.encode() + b"\n")
-        elif self._syslog is not None:
-            # <86> = facility authpriv (10) * 8 + severity info (6).
-            msg = f"<86>privsepd[{os.getpid()}]: {line}".encode()
-            try:
-                self._syslog.send(msg)
-            except OSError:
-                _logger.warning(line)
-        else:
-            # Without a dedicated sink, allowed calls stay at DEBUG so they are
-            # not forwarded over the channel with every reply; denials and
-            # errors are always visible.
-            level = logging.DEBUG if fields.get("decision") == "allow" else logging.WARNING
-            _logger.log(level, line)
+        line = _ENCODER.encode(bound_fields(fields))
+        try:
+            if self._fd is not None:
+                data = line.encode() + b"\n"
+                written = os.write(self._fd, data)
+                if written != len(data):
+                    raise OSError(0, f"short write ({written} of {len(data)} bytes)")
+            elif self._syslog is not None:
+                self._send_syslog(f"<{_SYSLOG_PRI}>{self.tag}[{os.getpid()}]: {line}".encode())
+        except OSError as exc:
+            raise AuditError(
+                f"audit record could not be written to {self.description}: {exc.strerror or exc}"
+            ) from None
+        finally:
+            if self.client_copy:
+                self._copy_to_logger(fields.get("decision"), line)
+
+    def _send_syslog(self, message: bytes) -> None:
+        assert self._syslog is not None
+        try:
+            self._syslog.send(message)
+        except TimeoutError:
+            raise
+        except OSError:
+            if self._syslog_address is None:
+                raise
+            # The syslog daemon restarted (its old socket is gone): reconnect once.
+            self._syslog.connect(self._syslog_address)
+            self._syslog.send(message)
+
+    @staticmethod
+    def _copy_to_logger(decision: Any, line: str) -> None:
+        logger = _logger()
+        level = 30 if decision in _DECISIONS_AT_WARNING else 10
+        # Without a handler, logging's last resort would print to stderr.
+        if logger.isEnabledFor(level) and logger.hasHandlers():
+            logger.log(level, line)
+
+
+_LOGGER = None
+
+
+def _logger() -> Any:
+    """``privsepd.audit``; logging is imported on first use (rootwrap never needs it)."""
+    global _LOGGER
+    if _LOGGER is None:
+        import logging
+
+        _LOGGER = logging.getLogger("privsepd.audit")
+    return _LOGGER

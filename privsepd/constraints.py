@@ -110,7 +110,9 @@ class Regex(Constraint):
     ``fullmatch`` must consume the entire value, so ``'[a-z]+$'`` does not
     admit ``'abc\\n'`` as oslo.rootwrap's ``re.match(pattern + '$')`` does.
     Values longer than ``max_len`` are refused before matching, which bounds
-    the cost of a backtracking pattern on hostile input.
+    the cost of a backtracking pattern on hostile input. Classes are ASCII
+    (``re.ASCII``): ``\\d`` is ``[0-9]``, not also ``'١٢٣'`` or ``'１２'``, which
+    ``int()`` and many programs read as digits too.
     """
 
     __slots__ = ("pattern", "max_len", "_compiled")
@@ -119,7 +121,7 @@ class Regex(Constraint):
         if type(pattern) is not str:
             raise PolicyError(f"regex pattern must be a string, got {pattern!r}")
         try:
-            self._compiled = re.compile(pattern)
+            self._compiled = re.compile(pattern, re.ASCII)
         except re.error as exc:
             raise PolicyError(f"invalid regex {pattern!r}: {exc}") from None
         self.pattern = pattern
@@ -247,9 +249,12 @@ class PathUnder(Constraint):
     ``/data`` admits ``/data/x`` but not ``/data2/x``. The prefix is resolved
     too, at check time, so ``/var/run`` works when it is a link to ``/run``.
 
-    The check is only as good as the moment it runs: a privileged function
-    should act on :meth:`resolve`'s result (or open with ``O_NOFOLLOW``), not
-    re-resolve the client's string later.
+    The check is only as good as the moment it runs: whoever may write a
+    directory on the path can swap a component for a symlink right after
+    it. A privileged function therefore acts through :meth:`open` (or
+    :meth:`open_fd`), which opens the very object judged, beneath the base,
+    without following any symlink (``openat2``, see :mod:`privsepd.paths`);
+    :meth:`resolve`'s string is for messages, never for a later ``open``.
     """
 
     __slots__ = ("prefix", "must_exist")
@@ -300,8 +305,57 @@ class PathUnder(Constraint):
     def _problem(self, value: object) -> str | None:
         return self._resolve(value)[0]
 
+    def open_fd(self, value: object, flags: int, mode: int = 0o666, argument: str = "path") -> int:
+        """Check ``value`` and open it with ``flags`` (``O_NOFOLLOW`` added); return the fd.
+
+        No component below the base may be a symlink at open time, and what
+        is opened lies beneath the base whatever was swapped since the check
+        (the kernel enforces it). A race makes the call fail with
+        ConstraintError, never open something else.
+        """
+        from privsepd.paths import PathRefused, open_beneath
+
+        self.check(argument, value)
+        assert isinstance(value, str)
+        try:
+            return open_beneath(self.prefix, value, flags, mode)
+        except PathRefused as exc:
+            raise ConstraintError(argument, self.describe(), exc.detail) from None
+
+    def open(
+        self, value: object, mode: str = "r", *, perms: int = 0o666, argument: str = "path", **kw
+    ) -> Any:
+        """Check ``value`` and open it like the builtin ``open(value, mode, **kw)``, race-free.
+
+        ``perms`` is the permission of a created file (before the umask).
+        """
+        fd = self.open_fd(value, _open_flags(mode), perms, argument)
+        try:
+            return os.fdopen(fd, mode, **kw)
+        except BaseException:
+            os.close(fd)
+            raise
+
     def _key(self) -> tuple:
         return (self.prefix, self.must_exist)
+
+
+def _open_flags(mode: str) -> int:
+    """os.open flags for a builtin-open mode string ('r', 'wb', 'a+', 'x', ...)."""
+    if type(mode) is not str or len(set(mode)) != len(mode) or set(mode) - set("rwaxbt+"):
+        raise ValueError(f"invalid mode {mode!r}")
+    kinds = [c for c in mode if c in "rwax"]
+    if len(kinds) != 1:
+        raise ValueError(f"mode {mode!r} needs exactly one of r, w, a, x")
+    flags = {
+        "r": os.O_RDONLY,
+        "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+        "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+        "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+    }[kinds[0]]
+    if "+" in mode:
+        flags = (flags & ~(os.O_RDONLY | os.O_WRONLY)) | os.O_RDWR
+    return flags
 
 
 def _has_symlink(real: str) -> bool:

@@ -18,6 +18,7 @@ from privsepd.audit import AuditLog
 from privsepd.channel.client import ClientChannel
 from privsepd.channel.protocol import OP_CALL, OP_EXEC, OP_PING, ClientProtocol, Limits
 from privsepd.errors import HelperDiedError, PrivsepError
+from privsepd.files import Files
 from privsepd.helper.monitor import Entrypoint, Monitor
 from privsepd.modes import HelperLink, StartMode, mode_for
 
@@ -43,6 +44,7 @@ class Context:
         timeout: float = 30.0,
         landlock: Any = None,
         seccomp_deny: Iterable[str] = (),
+        files: Files | None = None,
         limits: Limits | None = None,
         max_workers: int = 8,
         audit: str | None = None,
@@ -63,10 +65,17 @@ class Context:
         self.timeout = timeout
         self.landlock = landlock
         self.seccomp_deny = tuple(seccomp_deny)
+        # Files the helper may read/write despite their mode (privsepd.Files):
+        # a DAC capability confined by Landlock to exactly those paths.
+        self.files = _check_files(files)
         self.limits = limits or Limits()
         self.max_workers = max_workers
         self.audit_target = audit
         self.logger = logger or logging.getLogger(f"privsepd.{name}")
+        # Helper log records below this level are not sent (fork mode); a
+        # log_sink, if set, receives the records instead of ``logger``.
+        self.log_level = logging.INFO
+        self.log_sink: Callable[[Any], None] | None = None
         self._command_runner_factory = command_runner
         # How the helper is reached (privsepd.modes): fork unless the
         # keywords ask for the daemon (socket_path) or sudo (helper_command).
@@ -156,6 +165,7 @@ class Context:
         else:
             self.landlock = None
         self.seccomp_deny = tuple(sandbox.seccomp_deny)
+        self.files = _check_files(spec.files)
         self._policy_functions = policy.functions_for(self.name)
         for name, fspec in self._policy_functions.items():
             if fspec.timeout is not None:
@@ -174,13 +184,25 @@ class Context:
 
     def scope(self) -> Any:
         """The kernel scope the helper will enter (resolved now, at start)."""
-        from privsepd.helper.scoping import Scope, resolve_user
+        from privsepd.helper.scoping import Scope, refuse_root_identity, resolve_user
+
+        if self.files is not None and self._command_runner_factory is not None:
+            # Landlock grants no execute right to a files context: every
+            # command would fail with EACCES. Say so before starting.
+            from privsepd.errors import PolicyError
+
+            raise PolicyError(
+                f"context {self.name!r} declares files and commands: a helper confined "
+                "to its declared files cannot execute programs; run the commands from "
+                "another context"
+            )
 
         if self.stay_root:
             uid = gid = None
             groups: tuple[int, ...] = ()
         else:
             uid, gid, groups = resolve_user(self.user, self.group)
+            refuse_root_identity(self.name, self.user, self.group, uid, gid, groups)
         return Scope(
             capabilities=self.capabilities,
             uid=uid,
@@ -189,6 +211,7 @@ class Context:
             umask=self.umask,
             landlock=self.landlock,
             seccomp_deny=self.seccomp_deny,
+            files=self.files,
         )
 
     def start(self) -> None:
@@ -202,12 +225,21 @@ class Context:
         self._discard_locked()
         helper = self.mode.open(self)
         channel = ClientChannel(
-            helper.sock, self.name, ClientProtocol(self.name, self.limits), self.logger
+            helper.sock,
+            self.name,
+            ClientProtocol(self.name, self.limits),
+            self.logger,
+            self.log_sink,
         )
         try:
             channel.handshake(timeout=max(self.timeout, self.mode.handshake_floor))
-        except PrivsepError:
+        except PrivsepError as exc:
             helper.stop(timeout=1.0)
+            # A spawned helper (sudo, privsepd helper) explains itself on
+            # stderr; put that in the error rather than "connection reset".
+            detail = getattr(helper, "failure_detail", None)
+            if detail is not None:
+                exc.args = (f"{exc}{detail()}",)
             raise
         self._helper = helper
         self._channel = channel
@@ -291,6 +323,15 @@ class Context:
             OP_EXEC, argv[0] if argv else "", list(argv), kwargs, call_timeout
         )
         return rc, out, err
+
+
+def _check_files(files: Any) -> Files | None:
+    """``files=`` must be a privsepd.Files (or None); an empty one means none."""
+    if files is None:
+        return None
+    if not isinstance(files, Files):
+        raise TypeError(f"files= takes privsepd.Files(read=[...], write=[...]), got {files!r}")
+    return None if files.empty else files
 
 
 def entrypoint_table(

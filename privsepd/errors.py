@@ -6,6 +6,8 @@ denial from a dead helper from a protocol violation without parsing messages.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 
 class PrivsepError(Exception):
     """Base class of every error privsepd raises on purpose."""
@@ -87,6 +89,14 @@ class ScopingError(PrivsepError):
     """The helper could not reach, or could not prove, its declared scope."""
 
 
+class AuditError(PrivsepError):
+    """The audit sink could not be opened, or refused a record.
+
+    At start this stops the helper (or daemon, or rootwrap) from serving; for
+    a call it means the call was refused, since nothing may run unrecorded.
+    """
+
+
 # ------------------------------------------------------- crossing the channel
 
 _BUILTIN_ALLOWED: dict[str, type[BaseException]] = {
@@ -127,8 +137,10 @@ _PRIVSEPD_ALLOWED: dict[str, type[PrivsepError]] = {
         UnknownFunctionError,
         ConstraintError,
         PolicyError,
+        UnsafePolicyError,
         CallTimeout,
         ScopingError,
+        AuditError,
     )
 }
 
@@ -136,28 +148,182 @@ _PRIVSEPD_ALLOWED: dict[str, type[PrivsepError]] = {
 _STRUCTURED_FIELDS: dict[type, tuple[str, ...]] = {
     ConstraintError: ("argument", "rule"),
     PolicyError: ("path", "line", "reason"),
+    UnsafePolicyError: ("path", "line", "reason"),
 }
 
 
-def exception_to_wire(exc: BaseException) -> tuple[str, str, int | None]:
-    """Describe an exception as (type name, message, errno) for the channel.
+def exception_to_wire(exc: BaseException) -> tuple:
+    """Describe an exception as (type name, message, errno, detail) for the channel.
 
-    Only the name travels, never the class: the receiving side maps it back
-    through a fixed allowlist, so no peer can make the other import anything.
+    Only names travel, never the class: the receiving side maps the type
+    name back through a fixed allowlist, so no peer can make the other
+    import anything. ``detail`` (:func:`exception_detail`) says where the
+    class lives and carries its arguments and plain attributes, for a
+    client that chooses to re-create it (the oslo.privsep compat layer).
     """
+    detail = exception_detail(exc)
     if isinstance(exc, KeyError) and len(exc.args) == 1:
         # str(KeyError('k')) is "'k'": send the key's text, not its repr.
-        return "KeyError", str(exc.args[0]), None
+        return "KeyError", str(exc.args[0]), None, detail
     if isinstance(exc, OSError) and not isinstance(exc, PrivsepError):
         message = exc.strerror or str(exc)
         if exc.filename is not None:
             message = f"{message}: {exc.filename!r}"
-        return type(exc).__name__, message, exc.errno
-    return type(exc).__name__, str(exc), None
+        return type(exc).__name__, message, exc.errno, detail
+    return type(exc).__name__, str(exc), None, detail
 
 
-def exception_from_wire(type_name: str, message: str, errno: int | None) -> Exception:
-    """Rebuild an allowlisted exception, or a RemoteError for anything else."""
+# -- the detail of an exception: where its class lives, its args, its attributes
+#
+# Built on the privileged side by reading the exception object only: no
+# import, no repr of foreign objects beyond str(). Bounded so that one
+# exception costs at most DETAIL_BUDGET bytes of payload however large its
+# arguments (a command's stderr, say) are.
+
+DETAIL_MAX_NAME = 200
+DETAIL_MAX_ARGS = 8
+DETAIL_MAX_ATTRS = 16
+DETAIL_MAX_ITEMS = 64  # per list/dict inside an argument or attribute
+DETAIL_MAX_DEPTH = 3
+DETAIL_MAX_STR = 16 * 1024  # one str/bytes value, longer ones are cut
+DETAIL_BUDGET = 64 * 1024
+_SCALARS = (bool, int, float, str, bytes)
+
+
+class RemoteDetail(NamedTuple):
+    """Where a remote exception's class lives, its args and plain attributes."""
+
+    module: str
+    qualname: str
+    args: list
+    attrs: dict
+
+
+class _Skip(Exception):
+    pass
+
+
+class _Budget:
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def take(self, n: int) -> None:
+        if n > self.left:
+            raise _Skip
+        self.left -= n
+
+
+def _plain(value: Any, budget: _Budget, depth: int = 0) -> Any:
+    """``value`` as msgpack-native data within the budget, or raise _Skip."""
+    if value is None:
+        budget.take(1)
+        return None
+    if isinstance(value, _SCALARS):
+        # Subclasses (IntEnum codes, str subclasses) cross as their base type.
+        if isinstance(value, bool):
+            value = bool(value)
+        elif isinstance(value, int):
+            value = int(value)
+            if not -(2**63) <= value < 2**64:
+                raise _Skip
+        elif isinstance(value, float):
+            value = float(value)
+        elif isinstance(value, str):
+            value = str.__str__(value)[:DETAIL_MAX_STR]
+        else:
+            value = bytes(value[:DETAIL_MAX_STR])
+        budget.take(9 + (len(value) if isinstance(value, (str, bytes)) else 0))
+        return value
+    if depth >= DETAIL_MAX_DEPTH:
+        raise _Skip
+    if isinstance(value, (list, tuple)):
+        if len(value) > DETAIL_MAX_ITEMS:
+            raise _Skip
+        budget.take(5)
+        return [_plain(item, budget, depth + 1) for item in value]
+    if isinstance(value, dict):
+        if len(value) > DETAIL_MAX_ITEMS:
+            raise _Skip
+        budget.take(5)
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _Skip
+            out[_plain(key, budget, depth + 1)] = _plain(item, budget, depth + 1)
+        return out
+    raise _Skip
+
+
+def _is_dotted_name(name: object) -> bool:
+    return (
+        type(name) is str
+        and 0 < len(name) <= DETAIL_MAX_NAME
+        and all(part.isidentifier() for part in name.split("."))
+    )
+
+
+def exception_detail(exc: BaseException) -> list | None:
+    """``[module, qualname, args, attrs]`` of ``exc``, bounded; None if not worth sending.
+
+    privsepd's own errors cross by name already. An argument that is not
+    plain data crosses as its ``str()``; an attribute that is not plain data
+    (or any that would overflow the budget) is left out.
+    """
+    if isinstance(exc, PrivsepError):
+        return None
+    cls = type(exc)
+    module, qualname = getattr(cls, "__module__", None), getattr(cls, "__qualname__", None)
+    if not (_is_dotted_name(module) and _is_dotted_name(qualname)):
+        return None  # e.g. a class defined in a function ("<locals>")
+    budget = _Budget(DETAIL_BUDGET - len(module) - len(qualname))
+    args = []
+    for arg in exc.args[:DETAIL_MAX_ARGS]:
+        try:
+            args.append(_plain(arg, budget))
+        except _Skip:
+            try:
+                args.append(_plain(str(arg)[:256], budget))
+            except Exception:
+                args.append(None)
+    attrs: dict[str, Any] = {}
+    candidates: list[tuple[str, Any]] = []
+    if isinstance(exc, OSError):
+        candidates += [("filename", exc.filename), ("filename2", exc.filename2)]
+    try:
+        candidates += list(vars(exc).items())
+    except TypeError:
+        pass
+    for name, value in candidates:
+        if len(attrs) >= DETAIL_MAX_ATTRS:
+            break
+        if type(name) is not str or not name.isidentifier() or name.startswith("_"):
+            continue
+        if value is None and name.startswith("filename"):
+            continue
+        try:
+            attrs[name] = _plain(value, budget)
+        except _Skip:
+            continue
+    return [module, qualname, args, attrs]
+
+
+def exception_from_wire(
+    type_name: str, message: str, errno: int | None, detail: list | None = None
+) -> Exception:
+    """Rebuild an allowlisted exception, or a RemoteError for anything else.
+
+    A ``detail`` from the helper is kept as ``exc.remote_detail``
+    (:class:`RemoteDetail`): it is data, never acted on here.
+    """
+    exc = _rebuild(type_name, message, errno)
+    if detail is not None:
+        exc.remote_detail = RemoteDetail(*detail)  # type: ignore[attr-defined]
+    return exc
+
+
+def _rebuild(type_name: str, message: str, errno: int | None) -> Exception:
     cls = _PRIVSEPD_ALLOWED.get(type_name)
     if cls is not None:
         exc = cls.__new__(cls)
@@ -166,7 +332,7 @@ def exception_from_wire(type_name: str, message: str, errno: int | None) -> Exce
         # that code reading them gets None rather than AttributeError.
         for attr in _STRUCTURED_FIELDS.get(cls, ()):
             setattr(exc, attr, None)
-        if cls is PolicyError:
+        if issubclass(cls, PolicyError):
             exc.reason = message
         return exc
     builtin = _BUILTIN_ALLOWED.get(type_name)

@@ -16,16 +16,17 @@ helper); the context then does the handshake, the same for every mode.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import shutil
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from privsepd.audit import AuditLog
-from privsepd.errors import HelperDiedError
+from privsepd.errors import HandshakeError, HelperDiedError, ScopingError
 from privsepd.helper.monitor import HelperProcess, HelperSpec
 
 if TYPE_CHECKING:
@@ -61,7 +62,9 @@ class ForkMode:
     handshake_floor = 5.0
 
     def open(self, ctx: Context) -> HelperLink:
-        spec = HelperSpec(ctx.name, ctx.scope(), ctx.limits, ctx.max_workers)
+        scope = ctx.scope()
+        check_fork_privileges(ctx.name, scope)
+        spec = HelperSpec(ctx.name, scope, ctx.limits, ctx.max_workers, ctx.log_level)
         # The helper's own audit sink, opened before it scopes down.
         audit = AuditLog.open(ctx.audit_target)
         factory = ctx.helper_monitor_factory(audit)
@@ -71,8 +74,90 @@ class ForkMode:
         return "ForkMode()"
 
 
+def check_fork_privileges(name: str, scope: Any) -> None:
+    """Refuse, saying what to do instead, when this process cannot fork a helper.
+
+    Scoping drops the bounding set and locks securebits (CAP_SETPCAP),
+    switches user (CAP_SETUID, CAP_SETGID) and keeps the declared
+    capabilities, which must be in this process's permitted set. Without
+    this check an unprivileged caller got the helper's bare
+    ``prctl(24): Operation not permitted``.
+    """
+    from privsepd.helper import kernel
+    from privsepd.helper.scoping import _changes_identity
+
+    eff, prm, _ = kernel.capget()
+    need = {"CAP_SETPCAP"} | ({"CAP_SETUID", "CAP_SETGID"} if _changes_identity(scope) else set())
+    missing = sorted(need - kernel.cap_names(eff))
+    missing += sorted(set(scope.capabilities) - kernel.cap_names(prm) - set(missing))
+    if not missing:
+        return
+    raise ScopingError(
+        f"fork mode cannot start the helper of context {name!r}: this process (uid "
+        f"{os.getuid()}) lacks {', '.join(missing)}. Fork mode needs root: call "
+        "ctx.start() while the service still runs as root, before it drops its "
+        "privileges. From a service that runs unprivileged, use daemon mode "
+        f"(privsepd.Context({name!r}, socket_path='/run/privsepd/{name}.sock') with "
+        "`privsepd serve`) or sudo (privsepd.Context("
+        f"{name!r}, helper_command=['sudo', '-n', '/usr/local/bin/privsepd', 'helper']))"
+    )
+
+
+#: sudo options that take a value in the next argument (or attached: -uroot).
+_SUDO_SHORT_WITH_VALUE = frozenset("CDghpRrTtUu")
+_SUDO_LONG_WITH_VALUE = frozenset(
+    {
+        "--chdir",
+        "--chroot",
+        "--close-from",
+        "--command-timeout",
+        "--group",
+        "--host",
+        "--other-user",
+        "--prompt",
+        "--role",
+        "--type",
+        "--user",
+    }
+)
+
+
+def _sudo_program_index(command: Sequence[str]) -> int | None:
+    """Where the program sudo runs sits in ``command`` (None: not found)."""
+    i = 1
+    while i < len(command):
+        arg = command[i]
+        if arg == "--":
+            return i + 1 if i + 1 < len(command) else None
+        if arg.startswith("--"):
+            i += 2 if arg in _SUDO_LONG_WITH_VALUE else 1
+            continue
+        if arg.startswith("-") and len(arg) > 1:
+            i += 1
+            for j, flag in enumerate(arg[1:], 2):
+                if flag in _SUDO_SHORT_WITH_VALUE:
+                    i += 0 if j < len(arg) else 1  # value attached, or the next argument
+                    break
+            continue
+        return i
+    return None
+
+
 class SpawnMode:
-    """Run ``command + ["--context", NAME]`` with the channel as its stdin."""
+    """Run ``command + ["--context", NAME]`` with the channel as its stdin.
+
+    The helper's stdout and stderr go to a pipe this process drains: lines
+    are logged to the context's logger, and the last few kilobytes are put
+    into the error when the helper fails to start or dies.
+
+    sudo looks the program up in its ``secure_path``, not in the caller's
+    ``PATH``, so ``["sudo", "privsepd", "helper"]`` would not find a
+    privsepd installed elsewhere (a virtualenv). A bare program name after
+    sudo's options is therefore resolved in this process's ``PATH`` when the
+    helper is started, and sudo is given the absolute path. This widens
+    nothing: sudoers names the absolute paths it allows, and sudo refuses
+    any other.
+    """
 
     handshake_floor = 10.0
 
@@ -81,51 +166,121 @@ class SpawnMode:
             raise ValueError("helper_command must name a program")
         self.command = list(command)
 
+    def argv(self, context: str) -> list[str]:
+        """The command line run for ``context`` (sudo's program made absolute)."""
+        command = [*self.command, "--context", context]
+        if os.path.basename(command[0]) != "sudo":
+            return command
+        index = _sudo_program_index(command)
+        if index is None or "/" in command[index]:
+            return command
+        program = command[index]
+        found = shutil.which(program)
+        if found is None:
+            raise HelperDiedError(
+                f"helper command {' '.join(self.command)!r}: sudo runs {program!r} from its "
+                "secure_path, not from "
+                f"this service's PATH, and {program!r} is not on this PATH either; give "
+                "the absolute path of the privsepd console script, e.g. ['sudo', '-n', "
+                "'/usr/local/bin/privsepd', 'helper'], the same path as in the sudoers line"
+            )
+        command[index] = os.path.abspath(found)
+        return command
+
     def open(self, ctx: Context) -> HelperLink:
-        command = [*self.command, "--context", ctx.name]
+        command = self.argv(ctx.name)
         path = shutil.which(command[0])
         if path is None:
             raise HelperDiedError(f"helper command not found: {command[0]}")
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
         try:
             pid = os.posix_spawn(
                 path,
                 command,
                 {"PATH": os.defpath, "LANG": "C.UTF-8"},
-                file_actions=[(os.POSIX_SPAWN_DUP2, child_sock.fileno(), 0)],
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, child_sock.fileno(), 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, out_w, 2),
+                ],
             )
         except OSError as exc:
             parent_sock.close()
+            os.close(out_r)
             raise HelperDiedError(f"cannot run helper command {command[0]}: {exc}") from None
         finally:
             child_sock.close()
-        return HelperProcess(pid, parent_sock)
+            os.close(out_w)
+        return SpawnedHelper(pid, parent_sock, out_r, ctx.logger)
 
     def __repr__(self) -> str:
         return f"SpawnMode({self.command!r})"
 
 
 class DaemonMode:
-    """Connect to ``privsepd serve``, which forks a scoped helper per connection."""
+    """Connect to ``privsepd serve``, which forks a scoped helper per connection.
+
+    Before a single byte is sent, the kernel's word on who listens
+    (SO_PEERCRED) must be root or ``server_user``: anyone who could bind the
+    path first (or swap the socket) would otherwise receive the calls.
+    """
 
     handshake_floor = 5.0
 
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, server_user: str | int | None = None) -> None:
         self.socket_path = socket_path
+        self.server_user = server_user
+
+    def server_uids(self) -> frozenset[int]:
+        """uids a daemon socket may be served by: root, and ``server_user`` if set."""
+        uids = {0}
+        user = self.server_user
+        if user is not None:
+            if type(user) is int:
+                uids.add(user)
+            else:
+                import pwd
+
+                try:
+                    uids.add(pwd.getpwnam(user).pw_uid)
+                except KeyError:
+                    raise HandshakeError(f"unknown daemon user {user!r}") from None
+        return frozenset(uids)
 
     def open(self, ctx: Context) -> HelperLink:
+        from privsepd.channel.peer import peer_credentials
+
+        allowed = self.server_uids()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.socket_path)
+            server = peer_credentials(sock)
         except OSError as exc:
             sock.close()
             raise HelperDiedError(
                 f"cannot connect to privsepd daemon at {self.socket_path}: {exc.strerror}"
             ) from None
+        if server.uid not in allowed:
+            sock.close()
+            expected = " or ".join(_describe_uid(uid) for uid in sorted(allowed))
+            raise HandshakeError(
+                f"{self.socket_path} is served by {_describe_uid(server.uid)} (pid "
+                f"{server.pid}), not {expected}: refusing to send it anything"
+            )
         return _DaemonLink(sock)
 
     def __repr__(self) -> str:
         return f"DaemonMode({self.socket_path!r})"
+
+
+def _describe_uid(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def mode_for(socket_path: str | None, helper_command: Sequence[str] | None) -> StartMode:
@@ -137,6 +292,75 @@ def mode_for(socket_path: str | None, helper_command: Sequence[str] | None) -> S
     if helper_command:
         return SpawnMode(helper_command)
     return ForkMode()
+
+
+class SpawnedHelper(HelperProcess):
+    """A spawned helper whose output this process drains and remembers the end of."""
+
+    #: Bytes of output kept for error messages.
+    TAIL_BYTES = 4096
+
+    def __init__(self, pid: int, sock: socket.socket, output_fd: int, logger: logging.Logger):
+        super().__init__(pid, sock)
+        self._tail = bytearray()
+        self._lock = threading.Lock()
+        self._drained = threading.Event()
+        # A helper writing to a pipe nobody reads would block once it is
+        # full, so the pipe is read for as long as the helper keeps it open.
+        threading.Thread(
+            target=self._drain, args=(output_fd, logger), name=f"privsepd-spawn-{pid}", daemon=True
+        ).start()
+
+    def _drain(self, fd: int, logger: logging.Logger) -> None:
+        pending = b""
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                with self._lock:
+                    self._tail += chunk
+                    del self._tail[: -self.TAIL_BYTES]
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()[-self.TAIL_BYTES :]
+                for line in lines:
+                    logger.warning("helper pid %d: %s", self.pid, _text(line))
+            if pending:
+                logger.warning("helper pid %d: %s", self.pid, _text(pending))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+            self._drained.set()
+
+    def output_tail(self, wait: float = 0.0) -> str:
+        """The end of what the helper wrote to stdout/stderr (waits for EOF up to *wait*)."""
+        self._drained.wait(wait)
+        with self._lock:
+            return _text(bytes(self._tail)).strip()
+
+    def failure_detail(self) -> str:
+        """Added to a start error: how the helper ended and what it said."""
+        status = HelperProcess.describe_exit(self)
+        tail = self.output_tail(wait=1.0)
+        if not tail:
+            return f" ({status}, no output)"
+        return f" ({status}); its output ends:\n" + _indent(tail)
+
+    def describe_exit(self) -> str:
+        text = super().describe_exit()
+        if self.exit_status is None:
+            return text
+        tail = self.output_tail(wait=0.2)
+        return f"{text}; its output ends: {tail}" if tail else text
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace").replace("\r", "")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
 
 
 class _DaemonLink:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,30 @@ def trusted_dir(root):
             shutil.rmtree(path)
         return
     pytest.fail(f"no root-owned, non-writable base directory among {_TRUSTED_BASES}")
+
+
+def unix_listening(path: object) -> bool:
+    """A Unix socket at ``path`` is in listen() state.
+
+    Read from /proc/net/unix rather than probed with a connect: the socket
+    file exists a moment before listen() runs, and a probe connection would
+    use up one of the peer's helpers in the daemon.
+    """
+    with open("/proc/net/unix") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == str(path) and int(fields[3], 16) & 0x10000:
+                return True
+    return False
+
+
+def wait_listening(path: object, proc: Any, timeout: float = 10.0) -> None:
+    """Wait until the daemon ``proc`` listens on ``path``; fail with its stderr if it dies."""
+    deadline = time.monotonic() + timeout
+    while not unix_listening(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            pytest.fail(f"daemon did not start listening on {path}: {err}")
+        time.sleep(0.02)

@@ -88,6 +88,18 @@ def test_regex_dollar_does_not_admit_trailing_newline():
     assert not passes(Regex("[a-z]+$"), "abc\n")
 
 
+@pytest.mark.parametrize("value", ["\u0661\u0662\u0663", "\uff11\uff12", "\u0967"])
+def test_regex_digit_class_is_ascii_only(value):
+    assert not passes(Regex(r"\d+"), value)
+    assert passes(Regex(r"\d+"), "123")
+
+
+def test_regex_word_class_and_ignorecase_are_ascii_only():
+    assert not passes(Regex(r"\w+"), "caf\u00e9")
+    assert not passes(Regex(r"(?i)k"), "\u212a")  # KELVIN SIGN folds to k in Unicode mode
+    assert passes(Regex(r"(?i)k"), "K")
+
+
 def test_regex_rejects_non_str():
     assert not passes(Regex(".*"), b"abc")
     assert not passes(Regex(".*"), 1)
@@ -571,3 +583,55 @@ def test_spec_int_range_rejects_wrong_arity():
 def test_spec_non_table_is_policy_error():
     with pytest.raises(PolicyError):
         constraint_from_spec("regex")  # type: ignore[arg-type]
+
+
+# --- exact types: a str subclass is not a str ------------------------------------------
+
+
+class _SneakyStr(str):
+    """What a caller could build in-process: it compares, hashes and prints like
+    the value, but any method (startswith, encode, ...) can lie."""
+
+    def startswith(self, *a, **kw):  # type: ignore[override]
+        return True
+
+
+SUBCLASS_CASES = [
+    (Regex("[a-z0-9/.:]+"), "eth0"),
+    (PathUnder("/"), "/etc"),
+    (IPAddress(), "10.0.0.1"),
+    (CIDR(strict=False), "10.0.0.0/8"),
+    (MAC(), "aa:bb:cc:dd:ee:ff"),
+    (InterfaceName(), "eth0"),
+    (Str(), "eth0"),
+    (Choice("eth0"), "eth0"),
+    (DecimalInt(IntRange(0, 10)), "5"),
+]
+
+
+@pytest.mark.parametrize(("constraint", "text"), SUBCLASS_CASES, ids=lambda c: type(c).__name__)
+def test_str_subclass_is_refused_where_the_plain_str_passes(constraint, text):
+    assert passes(constraint, text)  # control: the value itself is fine
+    assert not passes(constraint, _SneakyStr(text))
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [
+        Regex("[a-z0-9/.:]+"),
+        PathUnder("/"),
+        IPAddress(),
+        CIDR(strict=False),
+        MAC(),
+        InterfaceName(),
+        Str(),
+        Choice("eth0"),
+        DecimalInt(IntRange(0, 10)),
+    ],
+    ids=lambda c: type(c).__name__,
+)
+@pytest.mark.parametrize(
+    "text", ["eth0", "/etc", "10.0.0.1", "10.0.0.0/8", "aa:bb:cc:dd:ee:ff", "5"]
+)
+def test_str_subclass_is_refused_whatever_its_text(constraint, text):
+    assert not passes(constraint, _SneakyStr(text))

@@ -48,6 +48,8 @@ def test_unlisted_exception_type_becomes_remote_error_and_imports_nothing():
     assert (back.type_name, back.remote_message) == ("Custom", "boom")
 
 
-@pytest.mark.parametrize("name", ["SystemExit", "KeyboardInterrupt", "GeneratorExit", "object"])
+@pytest.mark.parametrize(
+    "name", ["BaseException", "SystemExit", "KeyboardInterrupt", "GeneratorExit", "object"]
+)
 def test_base_exceptions_and_odd_names_never_cross_as_themselves(name):
     assert type(exception_from_wire(name, "x", None)) is RemoteError

@@ -239,3 +239,33 @@ def test_checker_flags_the_library_importing_authoring(tmp_path):
     assert direction_violations(import_graph(root)) == [
         "privsepd.context imports privsepd.authoring.check"
     ]
+
+
+# -- the documented map matches the tree ------------------------------------------
+
+
+def _documented_paths(doc: Path) -> set[str]:
+    import re
+
+    return set(re.findall(r"`(privsepd/[\w/.]*)`", doc.read_text()))
+
+
+def test_every_path_in_the_design_map_exists():
+    repo = PACKAGE.parent
+    for doc in (repo / "docs" / "design.md", repo / "README.md"):
+        missing = sorted(p for p in _documented_paths(doc) if not (repo / p).exists())
+        assert missing == [], doc.name
+
+
+def test_every_module_appears_in_the_design_map():
+    repo = PACKAGE.parent
+    documented = _documented_paths(repo / "docs" / "design.md")
+    absent = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(repo)
+        if path.name == "__init__.py" and path.parent != PACKAGE:
+            continue
+        parents = {f"{p.as_posix()}/" for p in rel.parents if p.parts and p != Path("privsepd")}
+        if rel.as_posix() not in documented and not parents & documented:
+            absent.append(rel.as_posix())
+    assert absent == []

@@ -51,6 +51,8 @@ LINT_RULES: dict[str, str] = {
     "path-traversal": "an argument pattern that admits '..' after its directory prefix",
     "world-writable-path": "a path argument, base, file or executable under /tmp, /var/tmp, "
     "/dev/shm (symlink planting)",
+    "user-writable-path": "a path_under or PathFilter base that a non-root user can write "
+    "(in it or below it): paths are pinned at run time, new names there are refused",
     "command-filter-args": "arguments written on a CommandFilter, which ignores them",
     "chaining": "a rule that runs another allowed command (ip netns exec, nice, ...)",
     "env-unchecked": "EnvFilter variables whose values are never checked",
@@ -150,6 +152,7 @@ class CheckState:
         self.report = Report()
         self.filters: list[Filter] = []
         self.owned_checked: set[str] = set()  # paths whose ownership was already checked
+        self.contexts: dict = {}  # native [context.NAME] specs seen so far, by name
 
     # -- output helpers -------------------------------------------------------------
     def add(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from privsepd.authoring.check_base import CheckState, downgrade, under_world_writable
 from privsepd.authoring.check_programs import CATEGORIES, PATH_CATEGORIES, program_info
 from privsepd.authoring.check_regex import probe_path
+from privsepd.authoring.check_trust import user_writable_base
 from privsepd.constraints import PathUnder, Regex, Str
 from privsepd.errors import PolicyError
 
@@ -22,7 +23,13 @@ if TYPE_CHECKING:
     from privsepd.policy.filters import Filter
     from privsepd.policy.native import PolicyFragment
 
-__all__ = ["NEAR_ROOT_CAPABILITIES", "add_native", "lint_command", "lint_fragment"]
+__all__ = [
+    "NEAR_ROOT_CAPABILITIES",
+    "add_native",
+    "effective_user",
+    "lint_command",
+    "lint_fragment",
+]
 
 # Capabilities that give full root to whoever holds them (see capabilities(7)).
 NEAR_ROOT_CAPABILITIES = {
@@ -53,7 +60,28 @@ def add_native(checker: CheckState, path: str) -> None:
         checker.parse_error(exc, path)
         return
     lint_fragment(checker, frag)
+    checker.contexts.update(frag.contexts)
     checker.filters.extend(frag.commands.values())
+
+
+def effective_user(checker: CheckState, cmd: Filter) -> str:
+    """Who a native rule's command runs as, as the runtime decides it.
+
+    A rule without ``run_as`` runs as its context's helper user (root only
+    with ``stay_root``), or for the rootwrap shim as the default account.
+    """
+    from privsepd.policy.filters import RUN_AS_HELPER
+    from privsepd.policy.native import default_account
+
+    if cmd.run_as != RUN_AS_HELPER:
+        return cmd.run_as
+    spec = checker.contexts.get(getattr(cmd, "context", None))
+    if spec is not None and spec.stay_root:
+        return "root"
+    if spec is not None and spec.user is not None:
+        return spec.user
+    account = default_account()
+    return account.pw_name if account is not None else "nobody"
 
 
 def lint_fragment(checker: CheckState, frag: PolicyFragment) -> None:
@@ -88,6 +116,7 @@ def lint_fragment(checker: CheckState, frag: PolicyFragment) -> None:
 
 def lint_command(checker: CheckState, cmd: Filter) -> None:
     """Findings of one native [[command]] rule."""
+    user = effective_user(checker, cmd)
     info = program_info(cmd.exec_path)
     dangerous = info is not None and info[0] in PATH_CATEGORIES
     base = os.path.basename(cmd.exec_path)
@@ -98,9 +127,9 @@ def lint_command(checker: CheckState, cmd: Filter) -> None:
         checker.on(
             cmd,
             "unrestricted-program",
-            downgrade(severity, cmd.run_as),
-            f"{{rest = true}} lets the caller pass any further arguments to {base} as {cmd.run_as}",
-            attack.format(user=cmd.run_as, example=example),
+            downgrade(severity, user),
+            f"{{rest = true}} lets the caller pass any further arguments to {base} as {user}",
+            attack.format(user=user, example=example),
             fix,
         )
     patterns = getattr(cmd, "patterns", ())
@@ -108,8 +137,8 @@ def lint_command(checker: CheckState, cmd: Filter) -> None:
         checker.on(
             cmd,
             "unrestricted-program",
-            downgrade("warning", cmd.run_as),
-            f"{base} with a free pid argument signals any process as {cmd.run_as}",
+            downgrade("warning", user),
+            f"{base} with a free pid argument signals any process as {user}",
             "stop other services, or init",
             "use a rootwrap KillFilter naming the target's executable",
         )
@@ -125,6 +154,8 @@ def lint_command(checker: CheckState, cmd: Filter) -> None:
                     f"path_under {c.prefix!r} is world-writable: files appear there after "
                     "the check",
                 )
+            else:
+                user_writable_base(checker, cmd, c.prefix, "path_under")
         elif isinstance(c, Regex):
             found = probe_path(c.pattern)
             if found:
@@ -136,9 +167,9 @@ def lint_command(checker: CheckState, cmd: Filter) -> None:
         checker.on(
             cmd,
             code,
-            downgrade("error" if dangerous else "warning", cmd.run_as),
+            downgrade("error" if dangerous else "warning", user),
             f"{which}: {detail}",
-            f"{base} runs as {cmd.run_as} on a path the attacker chose",
+            f"{base} runs as {user} on a path the attacker chose",
             "use path_under with the service's own directory (and must_exist where possible)",
         )
     caps = getattr(cmd, "capabilities", frozenset())

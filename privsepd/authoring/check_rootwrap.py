@@ -30,7 +30,7 @@ from privsepd.authoring.check_regex import (
     probe_path,
     top_level_branch,
 )
-from privsepd.authoring.check_trust import check_exec_dir
+from privsepd.authoring.check_trust import check_exec_dir, user_writable_base
 from privsepd.errors import PolicyError
 from privsepd.policy.filters import EnvFilter, Filter, dangerous_env_name
 from privsepd.policy.rootwrap import PolicyWarning, lint_filter, parse_config, parse_filters
@@ -116,8 +116,8 @@ _LOAD_WARNINGS: dict[str, tuple[str, str, str, str]] = {
     "implicit-privsep-helper": (
         "load-warning",
         "info",
-        "privsep-helper runs as root with any arguments (oslo.rootwrap compatibility); "
-        "its --privsep_context imports any module on root's path",
+        "privsep-helper runs as root for the listed privsep_contexts (oslo.privsep's "
+        "argument shapes, trusted config files only); each imports its module as root",
         "move services to privsepd contexts and drop privsep-helper from sudoers",
     ),
 }
@@ -417,6 +417,8 @@ def _path_filter(checker: CheckState, filt: Filter) -> None:
                 "passes (privsepd compares whole path components)",
                 f"write {constraint + '/'!r}",
             )
+        if norm != "/" and not under_world_writable(norm):
+            user_writable_base(checker, filt, norm, f"argument {i} base")
 
 
 def _kill_filter(checker: CheckState, filt: Filter) -> None:

@@ -18,7 +18,7 @@ from privsepd.errors import PolicyError
 if TYPE_CHECKING:
     from privsepd.policy.filters import Filter
 
-__all__ = ["check_exec_dir", "check_executable", "check_owned"]
+__all__ = ["check_exec_dir", "check_executable", "check_owned", "user_writable_base"]
 
 
 def check_owned(checker: CheckState, path: str) -> None:
@@ -120,3 +120,60 @@ def check_executable(checker: CheckState, filt: Filter) -> None:
             f"its owner or group can replace the program this rule runs as {filt.run_as}",
             "install it root-owned and not writable by group or others",
         )
+
+
+_SCAN_LIMIT = 2000  # directories looked at below a base; a huge tree is sampled, not walked
+
+
+def _writer(st: os.stat_result) -> str | None:
+    """Who besides root can write a directory with this stat, or None."""
+    if st.st_mode & 0o002:
+        return "everyone (world-writable)"
+    if st.st_mode & 0o020:
+        return f"group {st.st_gid}"
+    if st.st_uid != 0:
+        return f"uid {st.st_uid}"
+    return None
+
+
+def user_writable_base(checker: CheckState, filt: Filter, base: str, what: str) -> None:
+    """Warn when a non-root user can write ``base`` or a directory below it.
+
+    The runtime pins each path before the command runs (openat2 beneath the
+    base, no symlinks: privsepd.paths), so swapped components cannot lead
+    out; but such a user still chooses which of its files the command acts
+    on, can make calls fail by racing, and a name that does not exist yet
+    in its directory is refused (a symlink could be planted there).
+    """
+    import stat
+
+    found = None
+    seen = 0
+    for top, dirs, _files in os.walk(base, followlinks=False):
+        try:
+            st = os.lstat(top)
+        except OSError:
+            continue
+        who = _writer(st) if stat.S_ISDIR(st.st_mode) else None
+        if who is not None:
+            found = (top, who)
+            break
+        seen += 1
+        if seen >= _SCAN_LIMIT:
+            break
+        dirs.sort()
+    if found is None:
+        return
+    where, who = found
+    inside = "" if where == base.rstrip("/") or where == base else f" (at {where})"
+    checker.on(
+        filt,
+        "user-writable-path",
+        "warning",
+        f"{what} {base!r} can be written by {who}{inside}",
+        "that user decides what the paths under it are: it can swap components while a "
+        "command is decided (privsepd pins the path, so it only makes the call fail) and "
+        "link or move its own files into place",
+        "keep the base root-owned where possible; create new files from a function "
+        "(PathUnder.open) instead of a command",
+    )

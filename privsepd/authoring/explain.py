@@ -19,7 +19,13 @@ from typing import Any
 from privsepd.authoring.check_base import DEFAULT_EXEC_DIRS
 from privsepd.errors import PolicyError
 
-__all__ = ["ExplainPolicy", "decision_json", "explain_command", "load_for_explain"]
+__all__ = [
+    "ExplainPolicy",
+    "decision_json",
+    "explain_command",
+    "helper_identity",
+    "load_for_explain",
+]
 
 # explain's exit codes (the ones privsepd.authoring.cli documents for every tool).
 EXIT_ALLOWED = 0
@@ -28,12 +34,75 @@ EXIT_UNUSABLE = 2
 
 
 class ExplainPolicy:
-    """What explain needs: an index to match, and where the rules came from."""
+    """What explain needs: an index to match, and where the rules came from.
 
-    def __init__(self, index: Any, files: list[str], warnings: list[str]) -> None:
+    ``helper`` is who runs a native rule that names no ``run_as``: (name,
+    uid, gid) of the context's helper user (its ``user``/``group``, the
+    default account, or root with ``stay_root``), or for the rootwrap shim
+    the unprivileged default account, as the runtime decides it.
+    """
+
+    def __init__(
+        self,
+        index: Any,
+        files: list[str],
+        warnings: list[str],
+        helper: tuple[str, int | None, int | None] | None = None,
+    ) -> None:
         self.index = index
         self.files = files
         self.warnings = warnings
+        self.helper = helper or helper_identity(None)
+
+
+def helper_identity(spec: Any) -> tuple[str, int | None, int | None]:
+    """(user, uid, gid) a context's helper runs as (``spec`` None: the rootwrap shim's default).
+
+    The same rule as the runtime (``scoping.resolve_user``): ``stay_root``
+    keeps root; else the context's ``user`` (default: ``privsepd``, else
+    ``nobody``) and its ``group`` or primary group. A name this host lacks
+    shows with unknown ids.
+    """
+    import grp
+    import pwd
+
+    from privsepd.policy.native import default_account
+
+    if spec is not None and spec.stay_root:
+        return "root", 0, 0
+    name = getattr(spec, "user", None)
+    try:
+        pw = default_account() if name is None else pwd.getpwnam(name)
+    except KeyError:
+        return str(name), None, None
+    if pw is None:
+        return "nobody", None, None
+    gid: int | None = pw.pw_gid
+    group = getattr(spec, "group", None)
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            gid = None
+    return pw.pw_name, pw.pw_uid, gid
+
+
+def _run_as_name(run_as: str | None, helper: tuple | None) -> str | None:
+    from privsepd.policy.filters import RUN_AS_HELPER
+
+    if run_as == RUN_AS_HELPER:
+        return f"{(helper or helper_identity(None))[0]} (the helper's own user)"
+    return run_as
+
+
+def _who(decision: Any, helper: tuple | None) -> tuple:
+    """(run_as, uid, gid) of a decision, the helper's own user filled in."""
+    from privsepd.policy.filters import RUN_AS_HELPER
+
+    if decision.run_as == RUN_AS_HELPER:
+        _, uid, gid = helper or helper_identity(None)
+        return _run_as_name(decision.run_as, helper), uid, gid
+    return decision.run_as, decision.uid, decision.gid
 
 
 def _read(path: str) -> str:
@@ -44,10 +113,10 @@ def _read(path: str) -> str:
         raise PolicyError(f"cannot read: {exc.strerror}", path=path) from None
 
 
-def _implicit_privsep_helper() -> Any:
-    from privsepd.policy.filters import CommandFilter, Source
+def _implicit_privsep_helper(contexts: Sequence[str] = ()) -> Any:
+    from privsepd.policy.rootwrap import PrivsepHelperFilter
 
-    return CommandFilter("privsep-helper", "root", source=Source("<implicit>", 0, "privsep-helper"))
+    return PrivsepHelperFilter(contexts)
 
 
 def load_for_explain(
@@ -86,7 +155,7 @@ def load_for_explain(
                     continue
                 files.append(full)
                 filters.extend(rootwrap.parse_filters(_read(full), full))
-        filters.append(_implicit_privsep_helper())
+        filters.append(_implicit_privsep_helper(config.privsep_contexts))
         dirs = config.exec_dirs if exec_dirs is None else exec_dirs
         return ExplainPolicy(FilterIndex(filters, dirs), files, [])
     dirs = DEFAULT_EXEC_DIRS if exec_dirs is None else exec_dirs
@@ -95,13 +164,17 @@ def load_for_explain(
 
         native = load_policy(list(configs))
         return ExplainPolicy(
-            native.index(context, dirs), native.files, [str(w) for w in native.warnings]
+            native.index(context, dirs),
+            native.files,
+            [str(w) for w in native.warnings],
+            helper_identity(native.contexts.get(context)) if context else None,
         )
     from privsepd.policy.native import parse_policy
     from privsepd.policy.rootwrap import parse_filters
 
     rules: list = []
     files = []
+    contexts: dict = {}
     for path in configs:
         if os.path.isdir(path):
             children = [
@@ -116,9 +189,12 @@ def load_for_explain(
             if child.endswith(".filters"):
                 rules.extend(parse_filters(_read(child), child))
             else:
-                rules.extend(parse_policy(_read(child), child).commands.values())
+                frag = parse_policy(_read(child), child)
+                rules.extend(frag.commands.values())
+                contexts.update(frag.contexts)
     chosen = [r for r in rules if getattr(r, "context", None) == context]
-    return ExplainPolicy(FilterIndex(chosen, dirs), files, [])
+    helper = helper_identity(contexts.get(context)) if context else None
+    return ExplainPolicy(FilterIndex(chosen, dirs), files, [], helper)
 
 
 def _rule_json(filt: Any) -> dict[str, Any] | None:
@@ -128,12 +204,13 @@ def _rule_json(filt: Any) -> dict[str, Any] | None:
     return {"file": src.path, "line": src.line, "name": src.name, "class": filt.kind}
 
 
-def decision_json(decision: Any) -> dict[str, Any]:
+def decision_json(decision: Any, helper: tuple | None = None) -> dict[str, Any]:
     """The explain --json object for one Decision (chained decisions nested)."""
+    run_as, uid, gid = _who(decision, helper)
     candidates = []
     for cand in decision.trace:
         entry = _rule_json(cand.filter) or {}
-        entry["run_as"] = cand.filter.run_as
+        entry["run_as"] = _run_as_name(cand.filter.run_as, helper)
         if cand.miss is None:
             entry.update(matched=True, code=None, reason=None, deviation=False)
         else:
@@ -151,9 +228,9 @@ def decision_json(decision: Any) -> dict[str, Any]:
         "argv": list(decision.argv),
         "command": list(decision.command) if decision.command else None,
         "executable": decision.executable,
-        "run_as": decision.run_as,
-        "uid": decision.uid,
-        "gid": decision.gid,
+        "run_as": run_as,
+        "uid": uid,
+        "gid": gid,
         "env": dict(decision.env),
         "capabilities": sorted(getattr(decision.filter, "capabilities", ()) or ())
         if decision.allowed
@@ -162,7 +239,7 @@ def decision_json(decision: Any) -> dict[str, Any]:
         "message": decision.message or None,
         "rc": decision.rc,
         "candidates": candidates,
-        "chain": decision_json(decision.chain) if decision.chain is not None else None,
+        "chain": decision_json(decision.chain, helper) if decision.chain is not None else None,
     }
 
 
@@ -179,14 +256,15 @@ def _near_misses(index: Any, argv: Sequence[str]) -> list[Any]:
     return out
 
 
-def _render_decision(decision: Any, indent: str = "") -> list[str]:
+def _render_decision(decision: Any, indent: str = "", helper: tuple | None = None) -> list[str]:
     lines = []
     if decision.allowed:
         f = decision.filter
         lines.append(
             f"{indent}allow: rule {f.source.name!r} ({f.kind}) at {f.source.path}:{f.source.line}"
         )
-        who = f"{decision.run_as} (uid {decision.uid}, gid {decision.gid})"
+        run_as, uid, gid = _who(decision, helper)
+        who = f"{run_as} (uid {uid}, gid {gid})"
         lines.append(f"{indent}  runs: {' '.join(decision.command)}  as {who}")
         if decision.env:
             env = " ".join(f"{k}={v}" for k, v in sorted(decision.env.items()))
@@ -209,7 +287,7 @@ def _render_decision(decision: Any, indent: str = "") -> list[str]:
             )
     if decision.chain is not None:
         lines.append(f"{indent}  chained command:")
-        lines.extend(_render_decision(decision.chain, indent + "    "))
+        lines.extend(_render_decision(decision.chain, indent + "    ", helper))
     return lines
 
 
@@ -236,13 +314,13 @@ def explain_command(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
     decision = policy.index.match(argv)
     if args.json:
-        out = decision_json(decision)
+        out = decision_json(decision, policy.helper)
         out["policy_files"] = policy.files
         out["trusted"] = not args.untrusted
         json.dump(out, sys.stdout, indent=2)
         print()
     else:
-        for line in _render_decision(decision):
+        for line in _render_decision(decision, "", policy.helper):
             print(line)
         if not decision.trace:
             print(f"  no rule mentions {argv[0]!r}")

@@ -92,26 +92,86 @@ class Record:
     denied: bool = False
 
 
+# Records that repeat an earlier decision's argv (the outcome of a command
+# that was already recorded as allowed) add nothing to learn from.
+_DECISIONS = (None, "allow", "deny")
+
+
+def _parse_record(line: str) -> object:
+    """A JSON record, alone on its line or after a syslog/journal prefix.
+
+    ``<86>privsepd[12]: {...}`` (what the helper sends to /dev/log) and
+    ``Dec  2 01:00:00 host privsepd[12]: {...}`` (what syslog files hold)
+    both carry the record after the first ``{``.
+    """
+    try:
+        return json.loads(line)
+    except ValueError:
+        brace = line.find("{")
+        if brace <= 0:
+            raise
+        return json.loads(line[brace:])
+
+
+def _old_argv(text: str) -> list | None:
+    """argv stored as a Python repr by earlier releases: "['ip', 'link']"."""
+    import ast
+
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, list) else None
+
+
+def _record_argv(obj: dict) -> tuple[object, str | None]:
+    """(argv, why it cannot be used) from any audit format privsepd writes or wrote."""
+    if obj.get("truncated") is True:
+        return None, "fields were truncated when the record was written"
+    argv = obj.get("argv", obj.get("command"))
+    if argv is None and obj.get("op") == "exec":
+        argv = obj.get("args")  # the helper's exec record (no argv: not all str)
+    if isinstance(argv, str):
+        parsed = _old_argv(argv)
+        if parsed is None:
+            why = "truncated" if argv.endswith("...") else "not a list"
+            return None, f"'argv' is an old-format repr that is {why}: {argv[:80]!r}"
+        argv = parsed
+    return argv, None
+
+
 def load_records(paths: Iterable[str], errors: list[str] | None = None) -> list[Record]:
-    """Records from JSON-lines files (learn record logs or privsepd audit logs)."""
+    """Records from JSON-lines files: learn record logs, or privsepd audit logs.
+
+    Reads every format privsepd writes: learn's own ``{"argv": [...]}``,
+    command records of the helper and of privsepd-rootwrap (argv as a JSON
+    list; a Python repr string in earlier releases), the helper's ``exec``
+    records, and any of these behind a syslog prefix. Outcome records
+    (``done``, ``error``) repeat an argv already recorded and are skipped.
+    """
     errors = [] if errors is None else errors
     out: list[Record] = []
     for path in paths:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             for lineno, line in enumerate(f, 1):
                 line = line.strip()
                 if not line:
                     continue
                 where = f"{path}:{lineno}"
                 try:
-                    obj = json.loads(line)
+                    obj = _parse_record(line)
                 except ValueError as exc:
                     errors.append(f"{where}: not JSON ({exc})")
                     continue
                 if not isinstance(obj, dict):
                     errors.append(f"{where}: not a JSON object")
                     continue
-                argv = obj.get("argv", obj.get("command"))
+                if obj.get("decision") not in _DECISIONS:
+                    continue
+                argv, why = _record_argv(obj)
+                if why is not None:
+                    errors.append(f"{where}: {why}")
+                    continue
                 if argv is None:
                     continue  # audit records of function calls, connects, ...
                 if (

@@ -23,6 +23,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from privsepd.channel.protocol import (
@@ -68,8 +69,12 @@ class ClientChannel:
         context: str,
         protocol: ClientProtocol | None = None,
         logger: logging.Logger | None = None,
+        log_sink: Callable[[LogRecord], None] | None = None,
     ) -> None:
         self._sock = sock
+        # Where helper log records go instead of ``logger`` (the oslo compat
+        # layer re-emits them under their own logger names).
+        self._log_sink = log_sink
         self._proto = protocol or ClientProtocol(context)
         self._logger = logger or logging.getLogger(f"privsepd.{context}")
         self._queue = WriteQueue()
@@ -338,6 +343,9 @@ class ClientChannel:
             pass
 
     def _emit_log(self, record: LogRecord) -> None:
+        if self._log_sink is not None:
+            self._log_sink(record)
+            return
         self._logger.log(record.levelno, "[helper %s] %s", record.logger, record.message)
 
     def close(self) -> None:

@@ -16,6 +16,8 @@ hello          ``["privsepd", VERSION, context_name]``  client -> helper
 welcome        ``["privsepd", VERSION, context_name, "ok" | "err", text]``
 request        ``[id, op, name, args, kwargs]``  op: "call" | "exec" | "ping"
 reply          ``[id, "ok", result]`` | ``[id, "err", [type, message, errno]]``
+               or ``[id, "err", [type, message, errno, detail]]``, detail =
+               ``[module, qualname, args, attrs]`` (errors.exception_detail)
 log            ``[0, "log", [levelno, logger_name, message]]``
 =============  ==========================================================
 
@@ -58,6 +60,9 @@ class Limits:
     # Containers per message: a 4 MiB frame of one-byte empty maps would
     # otherwise decode to four million dicts (~260 MiB).
     max_containers_total: int = 100_000
+    # Function names and argv[0]: PATH_MAX characters. A name is echoed into
+    # errors and audit records, so it must be bounded before anything reads it.
+    max_name: int = 4096
 
 
 DEFAULT_LIMITS = Limits()
@@ -98,6 +103,12 @@ def check_value(value: Any, limits: Limits = DEFAULT_LIMITS, _depth: int = 0) ->
                 check_value(item, limits, _depth + 1)
         return
     raise ProtocolError(f"type {cls.__name__} cannot cross the channel")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A bounded repr of a peer's value for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _reject_ext(code: int, data: bytes) -> Any:
@@ -220,7 +231,7 @@ class Reply(NamedTuple):
     id: int
     ok: bool
     result: Any = None
-    error: tuple[str, str, int | None] | None = None
+    error: tuple | None = None  # (type, message, errno[, detail])
 
 
 class LogRecord(NamedTuple):
@@ -239,16 +250,18 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-def _check_request(msg: Any) -> Request:
+def _check_request(msg: Any, limits: Limits = DEFAULT_LIMITS) -> Request:
     if not isinstance(msg, list) or len(msg) != 5:
         raise ProtocolError("request must be a 5-item array [id, op, name, args, kwargs]")
     rid, op, name, args, kwargs = msg
     if type(rid) is not int or not 0 < rid < 2**63:
         raise ProtocolError("request id must be a positive integer")
-    if op not in OPS:
-        raise ProtocolError(f"unknown operation {op!r}")
+    if type(op) is not str or op not in OPS:
+        raise ProtocolError(f"unknown operation {_short(op)}")
     if not isinstance(name, str):
         raise ProtocolError("request name must be a string")
+    if len(name) > limits.max_name:
+        raise ProtocolError(f"request name of {len(name)} characters exceeds {limits.max_name}")
     if not isinstance(args, list):
         raise ProtocolError("request args must be an array")
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
@@ -267,12 +280,19 @@ def _check_reply(msg: Any) -> Reply | LogRecord:
     if kind == KIND_ERR:
         if (
             not isinstance(payload, list)
-            or len(payload) != 3
+            or len(payload) not in (3, 4)
             or not isinstance(payload[0], str)
             or not isinstance(payload[1], str)
             or not (payload[2] is None or type(payload[2]) is int)
         ):
             raise ProtocolError("error payload must be [type, message, errno]")
+        if len(payload) == 4:
+            if not _is_detail(payload[3]):
+                raise ProtocolError(
+                    "error detail must be [module, qualname, args, attrs] "
+                    "with str names and attribute keys"
+                )
+            return Reply(rid, False, None, tuple(payload))
         return Reply(rid, False, None, (payload[0], payload[1], payload[2]))
     if kind == KIND_LOG:
         if (
@@ -284,7 +304,20 @@ def _check_reply(msg: Any) -> Reply | LogRecord:
         ):
             raise ProtocolError("log payload must be [levelno, logger, message]")
         return LogRecord(payload[0], payload[1], payload[2])
-    raise ProtocolError(f"unknown reply kind {kind!r}")
+    raise ProtocolError(f"unknown reply kind {_short(kind)}")
+
+
+def _is_detail(detail: Any) -> bool:
+    """Shape of an error's detail; its bounds are the frame limits."""
+    return (
+        isinstance(detail, list)
+        and len(detail) == 4
+        and isinstance(detail[0], str)
+        and isinstance(detail[1], str)
+        and isinstance(detail[2], list)
+        and isinstance(detail[3], dict)
+        and all(isinstance(k, str) for k in detail[3])
+    )
 
 
 def _is_log(msg: Any) -> bool:
@@ -317,7 +350,7 @@ class ServerProtocol:
                 if self.state is State.AWAIT_HELLO:
                     self._on_hello(msg)
                 else:
-                    out.append(_check_request(msg))
+                    out.append(_check_request(msg, self.limits))
             return out
         except ProtocolError:
             self.state = State.CLOSED
@@ -331,12 +364,17 @@ class ServerProtocol:
         if not isinstance(msg, list) or len(msg) != 3 or msg[0] != MAGIC:
             raise ProtocolError("first frame is not a privsepd hello")
         _, version, context = msg
-        if version != VERSION:
-            text = f"protocol version mismatch: client speaks {version!r}, helper {VERSION}"
+        # Exactly the int: True == 1 and 1.0 == 1 in Python, but a peer
+        # that sends them does not speak this protocol.
+        if type(version) is not int or version != VERSION:
+            text = f"protocol version mismatch: client speaks {_short(version)}, helper {VERSION}"
             self.pending_output += encode_frame([MAGIC, VERSION, self.context, KIND_ERR, text])
             raise HandshakeError(text)
         if context != self.context:
-            text = f"context mismatch: client asked for {context!r}, helper serves {self.context!r}"
+            text = (
+                f"context mismatch: client asked for {_short(context)}, "
+                f"helper serves {self.context!r}"
+            )
             self.pending_output += encode_frame([MAGIC, VERSION, self.context, KIND_ERR, text])
             raise HandshakeError(text)
         self.pending_output += encode_frame([MAGIC, VERSION, self.context, KIND_OK, ""])
@@ -345,8 +383,22 @@ class ServerProtocol:
     def reply_ok(self, rid: int, result: Any) -> bytes:
         return encode_frame([rid, KIND_OK, result], self.limits)
 
-    def reply_error(self, rid: int, type_name: str, message: str, errno: int | None) -> bytes:
-        return encode_frame([rid, KIND_ERR, [type_name, message, errno]], self.limits)
+    def reply_error(
+        self,
+        rid: int,
+        type_name: str,
+        message: str,
+        errno: int | None,
+        detail: list | None = None,
+    ) -> bytes:
+        payload = [type_name, message, errno]
+        if detail is not None:
+            payload.append(detail)
+            try:
+                return encode_frame([rid, KIND_ERR, payload], self.limits)
+            except ProtocolError:
+                payload.pop()  # the detail is a courtesy: never lose the error for it
+        return encode_frame([rid, KIND_ERR, payload], self.limits)
 
     def log(self, levelno: int, logger: str, message: str) -> bytes:
         return encode_frame([0, KIND_LOG, [levelno, logger, message]], self.limits)
@@ -372,6 +424,10 @@ class ClientProtocol:
     def request(self, rid: int, op: str, name: str, args: Any, kwargs: dict) -> bytes:
         if self.state is not State.READY:
             raise ProtocolError(f"cannot send a request in state {self.state.value}")
+        if type(name) is not str or len(name) > self.limits.max_name:
+            raise ProtocolError(
+                f"request name must be a str of at most {self.limits.max_name} characters"
+            )
         return encode_frame([rid, op, name, list(args), kwargs], self.limits)
 
     def receive_data(self, data: bytes) -> list[Welcome | Reply | LogRecord]:
@@ -395,13 +451,13 @@ class ClientProtocol:
         _, version, context, kind, text = msg
         if kind == KIND_ERR:
             raise HandshakeError(f"helper refused: {text}")
-        if version != VERSION:
+        if type(version) is not int or version != VERSION:
             raise HandshakeError(
-                f"protocol version mismatch: helper speaks {version!r}, client {VERSION}"
+                f"protocol version mismatch: helper speaks {_short(version)}, client {VERSION}"
             )
         if context != self.context:
-            raise HandshakeError(f"context mismatch: helper serves {context!r}")
+            raise HandshakeError(f"context mismatch: helper serves {_short(context)}")
         if kind != KIND_OK:
-            raise ProtocolError(f"unknown welcome kind {kind!r}")
+            raise ProtocolError(f"unknown welcome kind {_short(kind)}")
         self.state = State.READY
         return Welcome(context)

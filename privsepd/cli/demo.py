@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from privsepd.constraints import PathUnder
 from privsepd.context import Context
 from privsepd.errors import PrivsepError
 
@@ -24,10 +25,15 @@ STATUS_KEYS = ("Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 STATUS_KEYS += ("NoNewPrivs", "Seccomp")
 
 
+#: The policy checks ``path`` too; opening through the constraint means the
+#: file read is the one judged, whatever is renamed under /etc meanwhile.
+ETC = PathUnder("/etc", must_exist=True)
+
+
 @demo.entrypoint
 def count_lines(path: str) -> int:
     """Count the lines of a file the service itself may not read."""
-    with open(path, "rb") as f:
+    with ETC.open(path, "rb") as f:
         return sum(1 for _ in f)
 
 

@@ -56,19 +56,32 @@ USAGE = "usage: privsepd-rootwrap [--explain] [--no-cache | --cache-dir DIR] CON
 # -- running ----------------------------------------------------------------------
 
 
-def _syslog(config, execname: str, level: int, message: str) -> None:  # noqa: ANN001
-    """oslo's SysLogHandler line: '<PRI>EXECNAME: MESSAGE\\0' to /dev/log."""
+def _syslog(
+    config,  # noqa: ANN001
+    execname: str,
+    level: int,
+    message: str,
+    address: str = "/dev/log",
+) -> None:
+    """oslo's SysLogHandler line: '<PRI>EXECNAME: MESSAGE\\0' to /dev/log.
+
+    The message holds the caller's argv: control characters are escaped so
+    that an argument with a newline cannot forge a second line.
+    """
     if not config.use_syslog or level < config.syslog_log_level:
         return
     import _socket
 
+    from privsepd.audit import escape_control
+
     severity = {10: 7, 20: 6, 30: 4, 40: 3, 50: 2}.get(level, 6)
     pri = (config.syslog_log_facility << 3) | severity
-    line = f"<{pri}>{os.path.basename(execname)}: {message}\0".encode(errors="replace")
+    text = escape_control(f"{os.path.basename(execname)}: {message}")
+    line = f"<{pri}>{text}\0".encode(errors="replace")
     try:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
         try:
-            sock.connect("/dev/log")
+            sock.connect(address)
             sock.send(line)
         finally:
             sock.close()
@@ -76,24 +89,43 @@ def _syslog(config, execname: str, level: int, message: str) -> None:  # noqa: A
         pass
 
 
+_audit_log = None
+
+
 def _audit(**fields) -> None:  # noqa: ANN003
-    """One JSON audit record per decision to syslog (authpriv), like the helper's."""
-    import _socket
-    import json
+    """One JSON audit record per decision, written by this (root) process.
+
+    The sink is privsepd's default (syslog via /dev/log, else the root-owned
+    /var/log/privsepd/audit.jsonl). Raises privsepd.errors.AuditError when
+    running as root and the record cannot be written: callers about to run
+    a command must then refuse. Unprivileged runs grant nothing, so there the
+    record is best effort.
+    """
+    global _audit_log
+    from privsepd.audit import AuditLog
+    from privsepd.errors import AuditError
 
     fields["event"] = "rootwrap"
     for key in ("SUDO_USER", "SUDO_UID"):
         if key in os.environ:
             fields[key.lower()] = os.environ[key]
-    msg = f"<86>privsepd-rootwrap[{os.getpid()}]: {json.dumps(fields, sort_keys=True)}"
     try:
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
-        try:
-            sock.connect("/dev/log")
-            sock.send(msg.encode(errors="replace"))
-        finally:
-            sock.close()
-    except OSError:
+        if _audit_log is None:
+            _audit_log = AuditLog.open(None, tag="privsepd-rootwrap")
+            _audit_log.client_copy = False  # stderr belongs to the command
+        _audit_log.record(**fields)
+    except AuditError:
+        if os.geteuid() == 0:
+            raise
+
+
+def _audit_outcome(**fields) -> None:  # noqa: ANN003
+    """A record after the fact (rc, error): the decision record was already written."""
+    from privsepd.errors import AuditError
+
+    try:
+        _audit(**fields)
+    except AuditError:
         pass
 
 
@@ -132,10 +164,14 @@ def _raise_ambient(caps: frozenset[str]) -> None:
 
 
 def run_plan(plan, native: bool) -> int:  # noqa: ANN001
-    """fork, confine, switch identity, exec; return oslo's exit code for the child."""
+    """fork, confine, switch identity, exec; return oslo's exit code for the child.
 
+    ``plan.fds`` (pinned path arguments) stay open in the child at their
+    numbers; every other descriptor above 2 is closed.
+    """
+    fds = set(getattr(plan, "fds", ()))
     if not native and _same_identity(plan):
-        return _spawn_plain(plan)
+        return _spawn_plain(plan, fds)
     if native:
         from privsepd.helper import kernel  # noqa: F401 -- load cffi before fork, not in the child
 
@@ -150,11 +186,13 @@ def run_plan(plan, native: bool) -> int:  # noqa: ANN001
             # RLIMIT_NOFILE says (a caller may have lowered it below its fds).
             for entry in os.listdir("/proc/self/fd"):
                 fd = int(entry)
-                if fd > 2 and fd != w:
+                if fd > 2 and fd != w and fd not in fds:
                     try:
                         os.close(fd)
                     except OSError:
                         pass
+            for fd in fds:
+                os.set_inheritable(fd, True)
             if native:
                 step = "confine"
                 _confine_native(plan.caps)
@@ -216,17 +254,20 @@ def _wait_forwarding(pid: int) -> int:
     return SIGNAL_BASE - rc if rc < 0 else rc
 
 
-def _spawn_plain(plan) -> int:  # noqa: ANN001
+def _spawn_plain(plan, keep: set[int] = frozenset()) -> int:  # noqa: ANN001
     """posix_spawn (vfork+exec, no Python in the child) when no identity change is needed.
 
     Descriptors: Python's own are close-on-exec; any inherited one above 2
-    is closed explicitly, so the command sees only stdin/stdout/stderr.
+    is closed explicitly, so the command sees only stdin/stdout/stderr and
+    the pinned paths in ``keep`` (made inheritable here: the shim has one
+    thread, so no other spawn can catch them).
     """
-
+    for fd in keep:
+        os.set_inheritable(fd, True)
     actions = []
     for entry in os.listdir("/proc/self/fd"):
         fd = int(entry)
-        if fd > 2:
+        if fd > 2 and fd not in keep:
             try:
                 if os.get_inheritable(fd):
                     actions.append((os.POSIX_SPAWN_CLOSE, fd))
@@ -306,7 +347,7 @@ def explain(loaded: Loaded, argv: list[str]) -> int:
             caps = "none"
         out(f"exec:     {list(decision.command)!r}\n")
         out(
-            f"run_as:   {decision.run_as} (uid {plan.uid}, gid {plan.gid}, "
+            f"run_as:   {plan.user.pw_name} (uid {plan.uid}, gid {plan.gid}, "
             f"groups {list(plan.groups)})\n"
         )
         out(f"env:      {decision.env!r}\n")
@@ -392,6 +433,31 @@ def _check_sudo_environment() -> None:
         )
 
 
+def _pin_paths(plan, userargs: list[str], config, execname: str) -> None:  # noqa: ANN001
+    """Open every path argument beneath its base; the command gets /proc/self/fd/N.
+
+    A path that cannot be pinned (a component was swapped for a symlink
+    after the decision, ...) is a denial, exit 99: nothing runs.
+    """
+    from privsepd.paths import path_positions
+
+    if not path_positions(plan.decision):
+        return
+    from privsepd.paths import PathRefused, pin_command
+
+    try:
+        plan.argv, fds = pin_command(plan.decision, plan.argv)
+    except PathRefused as exc:
+        from privsepd.cli.rootwrap_policy import RC_UNAUTHORIZED
+
+        msg = f"Unauthorized command: {' '.join(userargs)} ({exc.detail})"
+        if config is not None:
+            _syslog(config, execname, 40, msg)
+        _audit(decision="deny", argv=userargs, reason=exc.detail, rc=RC_UNAUTHORIZED)
+        raise _Exit(RC_UNAUTHORIZED, msg) from None
+    plan.fds = tuple(fds)
+
+
 def _main(execname: str, args: list[str]) -> int:
     _check_sudo_environment()
     import signal
@@ -416,11 +482,17 @@ def _main(execname: str, args: list[str]) -> int:
         msg = decision.message
         if config is not None:
             _syslog(config, execname, 40, msg)
-        _audit(decision="deny", argv=userargs, reason=decision.reason, rc=decision.rc)
+        from privsepd.errors import AuditError
+
+        try:
+            _audit(decision="deny", argv=userargs, reason=decision.reason, rc=decision.rc)
+        except AuditError as exc:
+            raise _Exit(decision.rc, msg, f"and the denial was not audited: {exc}") from None
         raise _Exit(decision.rc, msg)
     from privsepd.helper.execute import plan_for
 
     plan = plan_for(decision, locale_from=os.environ)
+    _pin_paths(plan, userargs, config, execname)
     if config is not None:
         import pwd
 
@@ -432,10 +504,17 @@ def _main(execname: str, args: list[str]) -> int:
             f"{list(decision.command)} (filter match = {decision.filter.name})",
         )
     rule = f"{decision.filter.source.path}:{decision.filter.source.line} {decision.filter.name}"
+    from privsepd.errors import AuditError
+
+    try:
+        # Before the command runs: nothing runs as root without a record.
+        _audit(decision="allow", argv=userargs, rule=rule, run_as=plan.user.pw_name)
+    except AuditError as exc:
+        raise _Exit(RC_CANNOT_EXECUTE, f"Cannot execute {plan.argv[0]}: {exc}") from None
     try:
         rc = run_plan(plan, loaded.native)
     except _Exit as exc:
-        _audit(decision="error", argv=userargs, rule=rule, error=exc.message)
+        _audit_outcome(decision="error", argv=userargs, rule=rule, error=exc.message)
         raise
-    _audit(decision="allow", argv=userargs, rule=rule, run_as=plan.user.pw_name, rc=rc)
+    _audit_outcome(decision="done", argv=userargs, rule=rule, rc=rc)
     return rc

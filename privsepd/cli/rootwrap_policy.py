@@ -6,7 +6,8 @@ is valid: a JSON file per config that lists, per ``argv[0]``, the raw rule
 columns that can match it. A hit rebuilds only those rules (through the same
 filter classes and FilterIndex) instead of parsing every file; the cache is
 keyed on (inode, size, mtime, ctime) of the config, every filters directory
-and file, and ``$PATH`` when ``exec_dirs`` is unset, and is used only when
+and file and every exec_dirs entry, and ``$PATH`` when ``exec_dirs`` is
+unset; a hit re-checks their ownership and modes, and is used only when
 the cache file and its directory are root-owned and not writable by others.
 Commands whose decision could involve rules beyond their own bucket (a
 leading ``env``, ``NAME=VALUE``, a chaining filter, the implicit
@@ -28,7 +29,7 @@ RC_CANNOT_EXECUTE = 126
 SIGNAL_BASE = 128
 
 DEFAULT_CACHE_DIR = "/var/cache/privsepd/rootwrap"
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: exec_dirs are watched (and trust-checked on a hit)
 NSHARDS = 256
 #: exec_dirs of a native (TOML) policy, which has no rootwrap.conf.
 NATIVE_EXEC_DIRS = ("/sbin", "/usr/sbin", "/bin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
@@ -94,7 +95,11 @@ def load_full(conf: str) -> Loaded:
 
 
 def _files_of(config) -> list[str]:  # noqa: ANN001
-    """Every path whose change must invalidate the cache, in a fixed order."""
+    """Every path whose change must invalidate the cache, in a fixed order.
+
+    The (trusted) exec_dirs are among them: a cache hit re-checks their
+    ownership and modes, so one made writable since is not searched.
+    """
     paths = [config.path]
     for directory in config.filters_path:
         if not os.path.isdir(directory):
@@ -105,6 +110,7 @@ def _files_of(config) -> list[str]:  # noqa: ANN001
             full = os.path.join(directory, name)
             if not name.startswith(".") and os.path.isfile(full):
                 paths.append(full)
+    paths.extend(d for d in config.exec_dirs if d not in paths)
     return paths
 
 

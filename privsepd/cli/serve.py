@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import argparse
 import grp
-import importlib
 import logging
 import os
 import pwd
 import selectors
 import signal
 import socket
-import struct
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from privsepd.audit import AuditLog
+from privsepd.channel.peer import PeerCredentials, peer_credentials
 from privsepd.channel.protocol import ServerProtocol
-from privsepd.errors import PolicyError, PrivsepError
+from privsepd.errors import AuditError, PolicyError, PrivsepError
 from privsepd.helper.monitor import Entrypoint, HelperSpec, _helper_main
 
 log = logging.getLogger("privsepd.daemon")
@@ -37,25 +36,20 @@ SOCKET_DIR = "/run/privsepd"
 MAX_HELPERS_PER_UID = 32
 MAX_HELPERS = 512
 DEFAULT_POLICY = ["/etc/privsepd/policy.toml", "/etc/privsepd/policy.d"]
-_PEERCRED = struct.Struct("3i")
 
-
-@dataclass(frozen=True)
-class PeerCredentials:
-    pid: int
-    uid: int
-    gid: int
-
-
-def peer_credentials(sock: socket.socket) -> PeerCredentials:
-    """The connecting process's pid/uid/gid as the kernel recorded them."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    return PeerCredentials(*_PEERCRED.unpack(raw))
+__all__ = ["PeerCredentials", "PeerPolicy", "peer_credentials"]
 
 
 @dataclass(frozen=True)
 class PeerPolicy:
-    """Who may connect to a context: uids and (primary) gids."""
+    """Who may connect to a context: uids, and gids the peer holds.
+
+    A gid admits a peer that holds it as its primary group or as one of its
+    supplementary groups when it connected (SO_PEERGROUPS, captured by the
+    kernel at connect() like SO_PEERCRED). Primary-only would not be tighter:
+    any member listed in the group database can make the group primary with
+    ``sg``/``newgrp``.
+    """
 
     uids: frozenset[int]
     gids: frozenset[int]
@@ -78,7 +72,9 @@ class PeerPolicy:
 
     def allows(self, peer: PeerCredentials) -> bool:
         # Root may always connect: it could run the function itself anyway.
-        return peer.uid == 0 or peer.uid in self.uids or peer.gid in self.gids
+        if peer.uid == 0 or peer.uid in self.uids:
+            return True
+        return peer.gid in self.gids or not self.gids.isdisjoint(peer.groups)
 
 
 def load_entrypoints(functions: Mapping[str, Any]) -> dict[str, Entrypoint]:
@@ -88,14 +84,20 @@ def load_entrypoints(functions: Mapping[str, Any]) -> dict[str, Entrypoint]:
     ``@ctx.entrypoint`` are accepted, so a typo in policy cannot expose an
     arbitrary callable such as ``os:system``.
     """
+    from privsepd.policy.modules import import_trusted
+
     found: dict[str, Entrypoint] = {}
     for name, fspec in functions.items():
         module_name, _, qualname = name.partition(":")
         where = _where(fspec)
         try:
-            obj: Any = importlib.import_module(module_name)
+            # Code that will run as root: every module file must pass the
+            # policy trust check, and runs from the bytes that were checked.
+            obj: Any = import_trusted(module_name)
             for part in qualname.split("."):
                 obj = getattr(obj, part)
+        except PolicyError as exc:
+            raise PolicyError(f"function {name}{where}: {exc}") from None
         except (ImportError, AttributeError) as exc:
             raise PolicyError(f"function {name}{where}: cannot load: {exc}") from None
         entry = getattr(obj, "privsepd_entrypoint", None)
@@ -207,10 +209,22 @@ class Daemon:
             reason = f"peer uid {peer.uid} already has {self.max_per_uid} helper(s)"
         elif len(self.children) >= self.max_total:
             reason = f"daemon already runs {self.max_total} helper(s)"
+        if reason is None:
+            # The decision is recorded before a helper exists for this peer.
+            try:
+                served.audit.record(
+                    context=served.name, decision="allow", op="connect", **_peer(peer)
+                )
+            except AuditError as exc:
+                reason = f"refused: {exc}"
+        else:
+            try:
+                served.audit.record(
+                    context=served.name, decision="deny", op="connect", error=reason, **_peer(peer)
+                )
+            except AuditError as exc:
+                log.error("%s", exc)
         if reason is not None:
-            served.audit.record(
-                context=served.name, decision="deny", op="connect", error=reason, **_peer(peer)
-            )
             try:
                 conn.sendall(ServerProtocol(served.name).reject(reason))
             except OSError:
@@ -228,7 +242,7 @@ class Daemon:
                 os._exit(status)
         conn.close()
         self.children[pid] = peer.uid
-        served.audit.record(context=served.name, decision="connect", helper_pid=pid, **_peer(peer))
+        log.info("context %s: helper pid %d serves peer pid %d", served.name, pid, peer.pid)
 
     def _reap(self) -> None:
         for pid in list(self.children):
@@ -251,7 +265,7 @@ def serve_connection(served: ServedContext, conn: socket.socket, peer: PeerCrede
 
 
 def _peer(peer: PeerCredentials) -> dict:
-    return {"peer_pid": peer.pid, "peer_uid": peer.uid, "peer_gid": peer.gid}
+    return peer.fields()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("privsepd serve: must run as root", file=sys.stderr)
         return 1
+    from privsepd.policy.modules import install_import_guard
+
+    install_import_guard()  # every module imported from here on is trust-checked
     try:
         daemon = Daemon(
             load_policy(args.policy),
@@ -294,18 +311,28 @@ def helper_main(argv: list[str] | None = None) -> int:
     caller is ever opened as root; everything else (capabilities, user,
     functions, commands) comes from root-owned policy.
     """
+    if os.geteuid() != 0:
+        print("privsepd helper: must be started as root (e.g. through sudo)", file=sys.stderr)
+        return 1
+    from privsepd.cli.rootwrap import sudo_leaked_variables
+    from privsepd.helper.process import reset_inherited_state
+
+    leaked = sudo_leaked_variables()  # read before the environment is reset
+    # Before anything else: limits, signals, umask and environment came from
+    # the caller through sudo (RLIMIT_FSIZE + SIGXFSZ ignored would make
+    # every audit write fail).
+    inherited: PrivsepError | None = None
+    try:
+        reset_inherited_state()
+    except PrivsepError as exc:
+        inherited = exc
     from privsepd.policy.loader import load_policy
+    from privsepd.policy.modules import install_import_guard
 
     parser = argparse.ArgumentParser(prog="privsepd helper")
     parser.add_argument("--context", required=True)
     parser.add_argument("--policy", action="append", help="policy file or dir")
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("privsepd helper: must be started as root (e.g. through sudo)", file=sys.stderr)
-        return 1
-    from privsepd.cli.rootwrap import sudo_leaked_variables
-
-    leaked = sudo_leaked_variables()
     if leaked:
         print(
             f"privsepd helper: refusing to run: {', '.join(leaked)} reached a root "
@@ -322,11 +349,15 @@ def helper_main(argv: list[str] | None = None) -> int:
         return 2
     peer = peer_credentials(sock)
     try:
+        if inherited is not None:
+            raise inherited
+        install_import_guard()  # every module imported from here on is trust-checked
         policy = load_policy(args.policy or DEFAULT_POLICY)
         served = served_context(policy, args.context, sock)
         if (served.peers.uids or served.peers.gids) and not served.peers.allows(peer):
             raise PolicyError(
-                f"peer uid {peer.uid} gid {peer.gid} is not allowed to use context {served.name!r}"
+                f"peer uid {peer.uid} gid {peer.gid} groups {list(peer.groups)} is not allowed "
+                f"to use context {served.name!r}"
             )
     except PrivsepError as exc:
         try:

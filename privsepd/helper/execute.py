@@ -21,12 +21,19 @@ command, never the caller's argv. Choices, each least-privilege:
   explicitly to opt in, or convert the rule to TOML.
 * **Identity.** The rule's run-as uid, its primary gid and its own
   supplementary groups (oslo only did ``setuid``: root's groups stayed).
-  Switching needs CAP_SETUID/CAP_SETGID in the helper; without them the
-  command is denied with the reason, never run as the wrong user.
+  A native rule without ``run_as`` runs as the helper itself (its uid, gid
+  and groups): root only when a rule says so. Switching needs
+  CAP_SETUID/CAP_SETGID in the helper; without them the command is denied
+  with the reason, never run as the wrong user.
+* **Paths.** Every argument judged by ``path_under`` (or a PathFilter
+  base) is opened beneath its base before the spawn and the command gets
+  ``/proc/self/fd/N`` (:func:`privsepd.paths.pin_command`), so a path
+  component swapped after the check cannot redirect it.
 * **Process.** New session (so the whole process group can be killed), all
   descriptors but the three pipes closed, stdin from ``input`` (else
   ``/dev/null``), working directory ``/``, default signal dispositions.
-* **Timeout.** The smaller of the caller's and the rule's ``timeout``. On
+* **Timeout.** The smallest of the caller's and the ``timeout`` of every
+  rule along a chain (``nice`` + the chained command's own rule). On
   expiry the whole process group gets SIGKILL and :class:`CallTimeout` is
   raised (output discarded): a half-finished privileged command is an error
   the caller must see, not a return code it may forget to check.
@@ -129,7 +136,18 @@ def command_capabilities(
 class ExecPlan:
     """Everything needed to run one allowed decision, resolved in the parent."""
 
-    __slots__ = ("decision", "argv", "uid", "gid", "groups", "env", "caps", "timeout", "user")
+    __slots__ = (
+        "decision",
+        "argv",
+        "uid",
+        "gid",
+        "groups",
+        "env",
+        "caps",
+        "timeout",
+        "user",
+        "fds",
+    )
 
     def __init__(
         self,
@@ -149,6 +167,8 @@ class ExecPlan:
         self.env = env
         self.caps = caps
         self.timeout = timeout
+        #: descriptors the command inherits at their own numbers (pinned paths)
+        self.fds: tuple[int, ...] = ()
 
     def describe(self) -> str:
         caps = ",".join(sorted(self.caps)) or "none"
@@ -184,11 +204,18 @@ def plan_for(
     timeout: float | None = None,
 ) -> ExecPlan:
     """Turn an allowed Decision into an ExecPlan (user, groups, env, caps, timeout)."""
+    from privsepd.policy.filters import RUN_AS_HELPER
+
     user, groups = _identity(decision.uid, decision.gid, decision.run_as)
+    if decision.run_as == RUN_AS_HELPER and getattr(decision.filter, "context", None):
+        groups = tuple(sorted(set(os.getgroups()) | {decision.gid}))  # exactly the helper's
     env = sanitized_env(user, decision.env, locale_from)
-    rule_timeout = getattr(decision.filter, "timeout", None)
-    if rule_timeout is not None:
-        timeout = rule_timeout if timeout is None else min(timeout, rule_timeout)
+    d = decision
+    while d is not None and d.filter is not None:  # the tightest rule along a chain
+        rule_timeout = getattr(d.filter, "timeout", None)
+        if rule_timeout is not None:
+            timeout = rule_timeout if timeout is None else min(timeout, rule_timeout)
+        d = d.chain
     return ExecPlan(
         decision, user, groups, env, command_capabilities(decision, ini_capabilities), timeout
     )
@@ -319,6 +346,9 @@ class CommandRunner:
 
     # -- running -----------------------------------------------------------
 
+    #: The helper's Monitor leaves the records of commands to this runner.
+    records_decisions = True
+
     def run(
         self,
         argv: Sequence[str],
@@ -326,33 +356,84 @@ class CommandRunner:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes, bytes]:
-        """Decide, run, audit; return (returncode, stdout, stderr).
+        """Decide, record, run, record; return (returncode, stdout, stderr).
 
-        returncode is negative (-N) when the command was killed by signal N.
+        The "allow" record is written before the command starts; if it cannot
+        be written the command does not run (DeniedError). returncode is
+        negative (-N) when the command was killed by signal N.
         """
         start = time.monotonic()
         plan = None
+        allowed = False
         try:
             if input is not None and type(input) is not bytes:
                 raise TypeError("input must be bytes")
             if timeout is not None and (type(timeout) not in (int, float) or timeout <= 0):
                 raise ValueError(f"timeout must be a positive number, got {timeout!r}")
             plan = self.plan(argv, env, timeout)
-            rc, out, err = spawn(plan, input, self.max_output)
+            fds = self._pin(plan)
+            try:
+                self._record_allow(argv, plan)  # the record comes before the command runs
+                allowed = True
+                rc, out, err = spawn(plan, input, self.max_output)
+            finally:
+                for fd in fds:
+                    os.close(fd)
         except Exception as exc:
-            self._record(argv, plan, start, None, exc)
+            self._record(argv, plan, start, None, exc, allowed)
             raise
-        self._record(argv, plan, start, rc, None)
+        self._record(argv, plan, start, rc, None, allowed)
         return rc, out, err
+
+    def _pin(self, plan: ExecPlan) -> list[int]:
+        """Pin the plan's path arguments to opened descriptors (a race denies the command)."""
+        from privsepd.paths import PathRefused, pin_command
+
+        try:
+            plan.argv, fds = pin_command(plan.decision, plan.argv)
+        except PathRefused as exc:
+            raise DeniedError(
+                f"command {list(plan.decision.argv)!r} denied: {plan.decision.filter.source}: "
+                f"{exc.detail}; nothing was run"
+            ) from None
+        plan.fds = tuple(fds)
+        return fds
 
     def __call__(self, argv: list, options: dict) -> list:
         unknown = set(options) - {"input", "timeout", "env"}
         if unknown:
-            raise ValueError(f"unknown execute option(s): {sorted(unknown)}")
+            exc = ValueError(f"unknown execute option(s): {sorted(unknown)}")
+            self._record(argv, None, time.monotonic(), None, exc, False)
+            raise exc
         rc, out, err = self.run(
             argv, options.get("input"), options.get("timeout"), options.get("env")
         )
         return [rc, out, err]
+
+    def _fields(self, argv: Sequence[str], plan: ExecPlan | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {"event": "command", "context": self.context}
+        argv = list(argv)
+        if all(type(a) is str for a in argv):
+            fields["argv"] = argv
+        else:
+            fields["args"] = argv
+        if plan is not None:
+            rule = plan.decision.filter
+            fields.update(rule=str(rule.source), run_as=plan.user.pw_name, caps=sorted(plan.caps))
+            if plan.argv != argv:
+                fields["command"] = plan.argv
+        return fields
+
+    def _record_allow(self, argv: Sequence[str], plan: ExecPlan) -> None:
+        """The decision, before the command runs; a failed write refuses the command."""
+        if not self.audit.wants("allow"):
+            return
+        from privsepd.errors import AuditError
+
+        try:
+            self.audit.record(decision="allow", **self._fields(argv, plan))
+        except AuditError as exc:
+            raise DeniedError(f"refused: {exc}") from None
 
     def _record(
         self,
@@ -361,30 +442,30 @@ class CommandRunner:
         start: float,
         rc: int | None,
         exc: Exception | None,
+        allowed: bool,
     ) -> None:
+        """The outcome: "done" with rc, "error", or "deny" (never raises)."""
         if exc is None:
-            verdict = "allow"
+            verdict = "done"
         else:
-            verdict = "deny" if isinstance(exc, DeniedError) else "error"
+            verdict = "deny" if isinstance(exc, DeniedError) and not allowed else "error"
         if not self.audit.wants(verdict):
             return
-        from privsepd.audit import summarize
+        from privsepd.errors import AuditError
 
-        fields: dict[str, Any] = {
-            "event": "command",
-            "context": self.context,
-            "decision": verdict,
-            "argv": summarize(list(argv)),
-            "duration_ms": round((time.monotonic() - start) * 1000, 3),
-        }
-        if plan is not None:
-            rule = plan.decision.filter
-            fields.update(rule=str(rule.source), run_as=plan.user.pw_name, caps=sorted(plan.caps))
+        fields = self._fields(argv, plan)
+        fields["decision"] = verdict
+        fields["duration_ms"] = round((time.monotonic() - start) * 1000, 3)
         if rc is not None:
             fields["rc"] = rc
         if exc is not None:
             fields["error"] = f"{type(exc).__name__}: {exc}"
-        self.audit.record(**fields)
+        try:
+            self.audit.record(**fields)
+        except AuditError as err:
+            import logging
+
+            logging.getLogger(__name__).error("%s", err)
 
 
 def lower_nofile(limit: int) -> None:
@@ -410,6 +491,8 @@ def spawn(plan: ExecPlan, input: bytes | None, max_output: int) -> tuple[int, by
     if switch or _groups_differ(plan):
         # Only when needed: any of these disables CPython's vfork fast path.
         kwargs = {"user": plan.uid, "group": plan.gid, "extra_groups": list(plan.groups)}
+    if plan.fds:
+        kwargs["pass_fds"] = plan.fds  # pinned paths, at the numbers argv names
 
     def popen() -> subprocess.Popen:
         return subprocess.Popen(
@@ -630,8 +713,10 @@ def runner_factory(
 
     The policy is compiled now, in the service (so a broken policy fails at
     declaration, not on the first command); the factory runs in the helper
-    after fork and before scoping, where it opens the audit sink and lowers
-    RLIMIT_NOFILE.
+    after fork and before scoping, where it lowers RLIMIT_NOFILE. In a
+    helper, commands are recorded in the context's own audit sink (the one
+    kept open through scoping); ``audit`` names a sink for a runner built
+    outside a helper.
     """
     index = _index_of(policy, context, exec_dirs)
     if rlimit_nofile is None:
@@ -639,9 +724,12 @@ def runner_factory(
     if not isinstance(ini_capabilities, frozenset):
         ini_capabilities = tuple(ini_capabilities)
 
-    def factory() -> Callable[[list, dict], list]:
+    def factory(helper_audit: Any = None) -> Callable[[list, dict], list]:
         from privsepd.audit import AuditLog
 
+        log = helper_audit
+        if log is None and audit is not None:
+            log = AuditLog.open(audit)
         return CommandRunner(
             index,
             context=context,
@@ -649,7 +737,7 @@ def runner_factory(
             rlimit_nofile=rlimit_nofile,
             default_timeout=default_timeout,
             max_output=max_output,
-            audit=AuditLog.open(audit) if audit is not None else None,
+            audit=log,
         )
 
     return factory

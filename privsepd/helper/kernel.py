@@ -313,6 +313,32 @@ def landlock_restrict(read: Iterable[str], write: Iterable[str]) -> int:
     handled = landlock_fs_rights(abi)
     grants: list[tuple[str, int]] = [(p, LL_READ) for p in read]
     grants += [(p, handled) for p in write]
+    rules: list[tuple[int, int, str]] = []
+    try:
+        for path, rights in grants:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError as e:
+                raise ScopingError(f"landlock: cannot open declared path {path!r}: {e}")
+            rules.append((fd, rights, path))
+        return landlock_restrict_rules(rules)
+    finally:
+        for fd, _, _ in rules:
+            os.close(fd)
+
+
+def landlock_restrict_rules(rules: Iterable[tuple[int, int, str]]) -> int:
+    """Restrict this thread to *rules*: (O_PATH fd, rights, path for messages).
+
+    The fds are opened by the caller, so what was checked is what is
+    granted. Rights the running ABI does not know are dropped, and so are
+    directory-only rights on a non-directory (the kernel would refuse them).
+    The caller keeps ownership of the fds. Returns the ABI used.
+    """
+    abi = landlock_abi()
+    if abi < 1:
+        raise ScopingError("landlock: not supported or disabled by this kernel")
+    handled = landlock_fs_rights(abi)
     attr = ffi.new("struct landlock_ruleset_attr *", (handled, 0, 0))
     try:
         ruleset = syscall(
@@ -321,11 +347,7 @@ def landlock_restrict(read: Iterable[str], write: Iterable[str]) -> int:
     except OSError as e:
         raise ScopingError(f"landlock: create_ruleset failed: {e}")
     try:
-        for path, rights in grants:
-            try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            except OSError as e:
-                raise ScopingError(f"landlock: cannot open declared path {path!r}: {e}")
+        for fd, rights, path in rules:
             try:
                 allowed = rights & handled
                 if not os.path.isdir(f"/proc/self/fd/{fd}"):
@@ -340,8 +362,6 @@ def landlock_restrict(read: Iterable[str], write: Iterable[str]) -> int:
                 )
             except OSError as e:
                 raise ScopingError(f"landlock: add_rule for {path!r} failed: {e}")
-            finally:
-                os.close(fd)
         try:
             syscall(NR_LANDLOCK_RESTRICT_SELF, ruleset, 0)
         except OSError as e:
@@ -370,6 +390,7 @@ BPF_JGE_K = 0x35  # BPF_JMP | BPF_JGE | BPF_K
 BPF_RET_K = 0x06  # BPF_RET | BPF_K
 _OFF_NR = 0  # struct seccomp_data.nr
 _OFF_ARCH = 4  # struct seccomp_data.arch
+_OFF_ARG0_LO = 16  # struct seccomp_data.args[0], low word (little-endian arches only)
 
 
 _ARCHES = {"x86_64": (0, AUDIT_ARCH_X86_64), "aarch64": (1, AUDIT_ARCH_AARCH64)}
@@ -397,7 +418,9 @@ def syscall_numbers(names: Iterable[str], arch: str | None = None) -> list[int]:
     return sorted(n for n in numbers if n is not None)
 
 
-def seccomp_deny_program(names: Iterable[str], arch: str | None = None) -> list[tuple]:
+def seccomp_deny_program(
+    names: Iterable[str], arch: str | None = None, *, socket_families: Iterable[int] = ()
+) -> list[tuple]:
     """Classic BPF: EPERM for *names*, allow the rest, kill on a foreign arch.
 
     The arch check comes first because syscall numbers only mean something
@@ -405,9 +428,14 @@ def seccomp_deny_program(names: Iterable[str], arch: str | None = None) -> list[
     otherwise slip past a deny list written for the native numbers. On
     x86_64 the x32 ABI shares AUDIT_ARCH_X86_64 but sets bit 30 of the
     number, so every x32 call gets EPERM as well.
+
+    *socket_families* also denies socket(2) and socketpair(2) for those
+    address families (their first argument, an int: only its low 32 bits
+    count, as in the kernel), leaving other families alone.
     """
     arch = arch or native_arch()
     numbers = syscall_numbers(names, arch)
+    families = sorted(set(socket_families))
     audit_arch = _ARCHES[arch][1]
     eperm = SECCOMP_RET_ERRNO | _errno.EPERM
     prog: list[tuple] = [
@@ -420,13 +448,23 @@ def seccomp_deny_program(names: Iterable[str], arch: str | None = None) -> list[
         prog += [(BPF_JGE_K, 0, 1, X32_SYSCALL_BIT), (BPF_RET_K, 0, 0, eperm)]
     for nr in numbers:
         prog += [(BPF_JEQ_K, 0, 1, nr), (BPF_RET_K, 0, 0, eperm)]
+    if families:
+        for nr in syscall_numbers(["socket", "socketpair"], arch):
+            # if nr matches: load args[0] (low word), EPERM on a listed family,
+            # else allow; otherwise skip this block.
+            block: list[tuple] = [(BPF_LD_W_ABS, 0, 0, _OFF_ARG0_LO)]
+            for family in families:
+                block += [(BPF_JEQ_K, 0, 1, family), (BPF_RET_K, 0, 0, eperm)]
+            block.append((BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
+            prog.append((BPF_JEQ_K, 0, len(block), nr))
+            prog += block
     prog.append((BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
     return prog
 
 
-def seccomp_install_deny(names: Iterable[str]) -> None:
+def seccomp_install_deny(names: Iterable[str], *, socket_families: Iterable[int] = ()) -> None:
     """Install the deny filter on the calling thread (needs no_new_privs or CAP_SYS_ADMIN)."""
-    prog = seccomp_deny_program(names)
+    prog = seccomp_deny_program(names, socket_families=socket_families)
     filters = ffi.new("struct sock_filter[]", prog)
     fprog = ffi.new("struct sock_fprog *", (len(prog), filters))
     _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, int(ffi.cast("uintptr_t", fprog)))

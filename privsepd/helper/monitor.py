@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from privsepd.audit import AuditLog, summarize
+from privsepd.audit import AuditLog
 from privsepd.channel.protocol import (
     OP_CALL,
     OP_EXEC,
@@ -32,6 +32,7 @@ from privsepd.channel.protocol import (
     check_value,
 )
 from privsepd.errors import (
+    AuditError,
     ConstraintError,
     DeniedError,
     PrivsepError,
@@ -90,8 +91,24 @@ class Entrypoint:
 CommandRunner = Callable[[list, dict], Any]
 
 
+class _Note:
+    """What one dispatch has written to the audit log so far."""
+
+    __slots__ = ("allowed", "delegated")
+
+    def __init__(self) -> None:
+        self.allowed = False  # the "allow" record is written: the operation may act
+        self.delegated = False  # the command runner records this request itself
+
+
 class Monitor:
-    """The helper's single dispatch table. Every request passes through here."""
+    """The helper's single dispatch table. Every request passes through here.
+
+    Invariant (fuzzed in tests/fuzz/test_dispatch_fuzz.py): :meth:`dispatch`
+    never raises, whatever the request holds; every request gets a reply
+    and at least one audit record; an operation acts only after its "allow"
+    record was written, and is refused when that write fails.
+    """
 
     def __init__(
         self,
@@ -105,8 +122,8 @@ class Monitor:
         self._entrypoints = MappingProxyType(dict(entrypoints))
         self._run_command = run_command
         self._audit = audit or AuditLog()
-        self._peer = peer or {}
-        self._operations: Mapping[str, Callable[[Request], Any]] = MappingProxyType(
+        self._peer = dict(peer or {})
+        self._operations: Mapping[str, Callable[[Request, float, _Note], Any]] = MappingProxyType(
             {
                 OP_PING: self._op_ping,
                 OP_CALL: self._op_call,
@@ -114,64 +131,158 @@ class Monitor:
             }
         )
 
+    @property
+    def peer(self) -> dict:
+        """Peer fields (``peer_pid``, ``peer_uid``, ``peer_gid``) put in every record."""
+        return dict(self._peer)
+
+    def bind_peer(self, peer: Mapping[str, Any]) -> None:
+        """Set the peer fields once the helper knows who it serves (before serving)."""
+        if not self._peer:
+            self._peer = dict(peer)
+
     def dispatch(self, request: Request) -> tuple[bool, Any]:
         """Run one request; never raises. Returns (ok, result-or-error-triple)."""
-        start = time.monotonic()
-        operation = self._operations.get(request.op)
         try:
+            return self._dispatch(request)
+        except BaseException as exc:  # a bug in the checks themselves: still answer
+            reason = f"helper failed to handle the request: {type(exc).__name__}: {_text(exc)}"
+            try:
+                self._write(request, "error", time.monotonic(), reason)
+            except BaseException:
+                pass
+            return False, ("RuntimeError", reason[:1024], None)
+
+    def _dispatch(self, request: Request) -> tuple[bool, Any]:
+        start = time.monotonic()
+        note = _Note()
+        try:
+            op = request.op
+            operation = self._operations.get(op) if type(op) is str else None
             if operation is None:  # the protocol layer already refuses these
-                raise DeniedError(f"unknown operation {request.op!r}")
-            result = operation(request)
+                raise DeniedError(f"unknown operation {_short(op)}")
+            result = operation(request, start, note)
             check_value(result)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # sys.exit() or argparse in an entrypoint must not kill the
                 # worker thread (the caller would wait for a reply forever).
-                exc = RuntimeError(f"entrypoint raised {type(exc).__name__}: {exc}")
+                exc = RuntimeError(f"entrypoint raised {type(exc).__name__}: {_text(exc)}")
             denied = isinstance(exc, DeniedError)
-            self._record(request, "deny" if denied else "error", start, exc)
+            if not note.delegated:
+                decision = "deny" if denied and not note.allowed else "error"
+                self._record(request, decision, start, exc)
             if not isinstance(exc, PrivsepError) and not denied:
-                log.warning("%s raised %s: %s", request.name, type(exc).__name__, exc)
-            return False, exception_to_wire(exc)
-        if request.op != OP_PING and self._audit.wants("allow"):
-            self._record(request, "allow", start, None)
+                name = _short(request.name)
+                log.warning("%s raised %s: %s", name, type(exc).__name__, _text(exc))
+            return False, _to_wire(exc)
         return True, result
 
-    def _record(self, request: Request, decision: str, start: float, exc: Exception | None) -> None:
-        fields = {
-            "context": self.context,
-            "decision": decision,
-            "op": request.op,
-            "name": request.args[0] if request.op == OP_EXEC and request.args else request.name,
-            "args": summarize([request.args, request.kwargs] if request.kwargs else request.args),
-            "duration_ms": round((time.monotonic() - start) * 1000, 3),
-            **self._peer,
-        }
-        if exc is not None:
-            fields["error"] = f"{type(exc).__name__}: {exc}"
+    def _allow(self, request: Request, start: float, note: _Note) -> None:
+        """Record the decision before acting; a record that cannot be written refuses the call."""
+        if self._audit.wants("allow"):
+            try:
+                self._write(request, "allow", start, None)
+            except AuditError as exc:
+                raise DeniedError(f"refused: {exc}") from None
+        note.allowed = True
+
+    def _record(self, request: Request, decision: str, start: float, exc: Exception) -> None:
+        """A denial or error record; its own failure is logged, never raised."""
+        try:
+            self._write(request, decision, start, f"{type(exc).__name__}: {_text(exc)}")
+        except AuditError as err:
+            log.error("%s", err)
+
+    def _write(self, request: Request, decision: str, start: float, error: str | None) -> None:
+        fields: dict[str, Any] = {"context": self.context, "decision": decision, "op": request.op}
+        args, kwargs = request.args, request.kwargs
+        if request.op == OP_EXEC:
+            if type(args) is list and args and all(type(a) is str for a in args):
+                fields["argv"] = args
+            else:
+                fields["args"] = args
+        else:
+            fields["name"] = request.name
+            fields["args"] = args
+        if kwargs:
+            fields["kwargs"] = kwargs
+        if decision != "allow":
+            fields["duration_ms"] = round((time.monotonic() - start) * 1000, 3)
+        if error is not None:
+            fields["error"] = error
+        fields.update(self._peer)
         self._audit.record(**fields)
 
     # -- operations --------------------------------------------------------
 
-    def _op_ping(self, request: Request) -> Any:
+    def _op_ping(self, request: Request, start: float, note: _Note) -> Any:
+        self._allow(request, start, note)
         return "pong"
 
-    def _op_call(self, request: Request) -> Any:
-        entrypoint = self._entrypoints.get(request.name)
+    def _op_call(self, request: Request, start: float, note: _Note) -> Any:
+        name = request.name
+        entrypoint = self._entrypoints.get(name) if type(name) is str else None
         if entrypoint is None:
             raise UnknownFunctionError(
-                f"context {self.context!r} has no entrypoint named {request.name!r}"
+                f"context {self.context!r} has no entrypoint named {_short(name)}"
             )
-        bound = entrypoint.check(request.args, request.kwargs)
+        args, kwargs = request.args, request.kwargs
+        if type(args) is not list:
+            raise DeniedError(f"{name}: arguments must be a list, not {type(args).__name__}")
+        if type(kwargs) is not dict or not all(type(k) is str for k in kwargs):
+            raise DeniedError(f"{name}: keyword arguments must be a map with str keys")
+        bound = entrypoint.check(args, kwargs)
+        self._allow(request, start, note)
         return entrypoint.func(*bound.args, **bound.kwargs)
 
-    def _op_exec(self, request: Request) -> Any:
+    def _op_exec(self, request: Request, start: float, note: _Note) -> Any:
         if self._run_command is None:
             raise DeniedError(f"context {self.context!r} allows no commands")
-        argv = request.args
-        if not argv or not all(isinstance(a, str) for a in argv):
+        argv, options = request.args, request.kwargs
+        if type(argv) is not list or not argv or not all(type(a) is str for a in argv):
             raise DeniedError("command must be a non-empty list of strings")
-        return self._run_command(argv, request.kwargs)
+        if type(options) is not dict or not all(type(k) is str for k in options):
+            raise DeniedError("command options must be a map with str keys")
+        if getattr(self._run_command, "records_decisions", False) and (
+            getattr(self._run_command, "audit", None) is self._audit
+        ):
+            # The runner knows the rule, user and capabilities: it writes the
+            # decision (before running) and the outcome to this same sink.
+            note.delegated = True
+        else:
+            self._allow(request, start, note)
+        return self._run_command(argv, options)
+
+
+def _text(exc: BaseException) -> str:
+    """str(exc), bounded, even for an exception whose __str__ raises."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = f"<{type(exc).__name__} with an unprintable message>"
+    return text if len(text) <= 4096 else text[:4096] + f"...[+{len(text) - 4096} chars]"
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _to_wire(exc: Exception) -> tuple:
+    """exception_to_wire, bounded, and never raising (a hostile __str__, odd errno)."""
+    try:
+        name, message, errno, *detail = exception_to_wire(exc)
+    except Exception:
+        return type(exc).__name__, _text(exc), None
+    if type(errno) is not int:
+        errno = None
+    if len(message) > 65536:
+        message = message[:65536] + "..."
+    return (name, message, errno, *detail)
 
 
 # ------------------------------------------------------------------ fork mode
@@ -221,12 +332,15 @@ class HelperProcess:
         # freezing them keeps the collector from touching (and so copying)
         # those pages in either process.
         gc.freeze()
+        # The helper must die with this process: name it before the fork, so
+        # that a parent dying at once cannot leave the helper serving.
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, reported via the socket
             status = 70
             try:
                 parent_sock.close()
-                status = _helper_main(child_sock, spec, monitor_factory, audit)
+                status = _helper_main(child_sock, spec, monitor_factory, audit, parent)
             finally:
                 os._exit(status)
         gc.unfreeze()
@@ -280,8 +394,14 @@ def _helper_main(
     spec: HelperSpec,
     monitor_factory: Callable[[], Monitor],
     audit: AuditLog,
+    parent: int | None = None,
 ) -> int:
-    """Scope this freshly forked process, then serve. Returns the exit status."""
+    """Scope this freshly forked process, then serve. Returns the exit status.
+
+    ``parent`` is the pid the helper must die with (default: its parent now).
+    """
+    from privsepd.channel.peer import peer_credentials
+    from privsepd.helper.process import scrub_environment
     from privsepd.helper.scoping import enter_scope
 
     protocol = ServerProtocol(spec.context, spec.limits)
@@ -292,17 +412,34 @@ def _helper_main(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    peer: dict = {}
     try:
+        # The service's environment (LD_PRELOAD, PYTHONPATH, BASH_ENV...) must
+        # not reach what entrypoints start: keep only what a command gets.
+        scrub_environment(spec.scope.uid if spec.scope.uid is not None else os.getuid())
+        # Everything the helper runs after scoping is imported now: under
+        # Landlock (landlock=, files=) it can no longer read Python's files.
+        import privsepd.channel.server  # noqa: F401
+        from privsepd import paths
+
+        paths.warm_up()  # PathUnder.open() in an entrypoint needs ctypes bound
+
         # The service's working directory is none of the helper's business
         # (and may be somewhere the helper should not hold open): start from /.
         os.chdir("/")
+        peer = peer_credentials(sock).fields()
         monitor = monitor_factory()
-        enter_scope(spec.scope, keep_fds=[sock.fileno(), *audit.fds()])
+        monitor.bind_peer(peer)
+        peer = monitor.peer
+        enter_scope(spec.scope, keep_fds=[sock.fileno(), *audit.fds()], parent=parent)
     except Exception as exc:
         reason = f"helper for context {spec.context!r} refused to serve: {exc}"
         if not isinstance(exc, (ScopingError, ConstraintError)):
             reason = f"{reason} ({type(exc).__name__})"
-        audit.record(context=spec.context, decision="fatal", error=reason)
+        try:
+            audit.record(context=spec.context, decision="fatal", error=reason, **peer)
+        except AuditError as err:
+            reason = f"{reason}; {err}"
         try:
             sock.sendall(protocol.reject(reason))
         except OSError:
@@ -321,7 +458,13 @@ def _helper_main(
 def _make_server(sock, protocol, monitor, spec, audit):
     from privsepd.channel.server import HelperServer
 
+    peer = monitor.peer
+
     def on_violation(reason: str) -> None:
-        audit.record(context=spec.context, decision="protocol-violation", error=reason)
+        # Who broke the protocol matters as much as how.
+        try:
+            audit.record(context=spec.context, decision="protocol-violation", error=reason, **peer)
+        except AuditError as err:
+            log.error("%s", err)
 
     return HelperServer(sock, protocol, monitor.dispatch, spec.max_workers, on_violation)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from privsepd.errors import ScopingError
+from privsepd.files import Files
 from privsepd.helper import kernel
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "enter_scope",
     "parse_capabilities",
     "read_scope",
+    "refuse_root_identity",
     "resolve_user",
     "verify_scope",
 ]
@@ -69,7 +71,7 @@ def parse_capabilities(names: Iterable[str]) -> frozenset[str]:
     Raises ValueError naming every unknown entry, so a typo in a context
     declaration can never silently grant or drop the wrong capability.
     """
-    if isinstance(names, str | bytes):
+    if isinstance(names, (str, bytes)):
         raise TypeError("parse_capabilities() takes an iterable of names, not one string")
     out: set[str] = set()
     unknown: list[str] = []
@@ -114,6 +116,37 @@ def resolve_user(name: str | None, group: str | None = None) -> tuple[int, int, 
     return pw.pw_uid, gid, tuple(sorted(groups))
 
 
+def refuse_root_identity(
+    context: str,
+    user: str | None,
+    group: str | None,
+    uid: int,
+    gid: int,
+    groups: tuple[int, ...],
+) -> None:
+    """Raise ScopingError if a resolved identity is root's in any part.
+
+    Checked on the numbers, not the names: ``"0"``, ``"root"`` and an alias
+    such as ``toor`` (``useradd -o -u 0``) all resolve to uid 0, and
+    ``group = "root"`` (or a user whose groups include gid 0) to root's
+    group, which owns and can write much of the system. Root is only ever
+    kept through the explicit ``stay_root`` opt-in.
+    """
+    found = []
+    if uid == 0:
+        found.append(f"user {user!r} resolves to uid 0")
+    if gid == 0:
+        source = f"group {group!r}" if group is not None else f"the primary group of {user!r}"
+        found.append(f"{source} resolves to gid 0")
+    elif 0 in groups:
+        found.append(f"user {user!r} has supplementary group 0 (root)")
+    if found:
+        raise ScopingError(
+            f"context {context!r}: {'; '.join(found)}; running as root needs the explicit "
+            "opt-in stay_root = true"
+        )
+
+
 def _getpw(name: str) -> pwd.struct_passwd:
     try:
         return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
@@ -153,6 +186,9 @@ class Scope:
     (to ``groups``, possibly empty) whenever uid, gid or groups is given.
     With ``landlock`` set, the helper can no longer open paths outside it,
     /proc and the Python library included: import what it needs first.
+    ``files`` adds its DAC capability to ``capabilities`` and confines it
+    (and the helper) to the declared paths (:mod:`privsepd.helper.grants`);
+    with both, a path must be allowed by both rulesets.
     """
 
     capabilities: frozenset[str]
@@ -162,12 +198,22 @@ class Scope:
     umask: int = 0o077
     landlock: Landlock | None = None
     seccomp_deny: tuple[str, ...] = ()
+    files: Files | None = None
 
     def __post_init__(self) -> None:
         try:
             caps = parse_capabilities(self.capabilities)
         except (TypeError, ValueError) as e:
             raise ScopingError(str(e))
+        if self.files is not None and not isinstance(self.files, Files):
+            raise ScopingError(f"files must be a privsepd.Files, got {self.files!r}")
+        if self.files is not None and self.files.empty:
+            object.__setattr__(self, "files", None)
+        if self.files is not None:
+            caps |= self.files.capabilities
+            # Imported here, in the service: a forked helper then finds it
+            # loaded instead of importing it (and the policy package) anew.
+            import privsepd.helper.grants  # noqa: F401
         object.__setattr__(self, "capabilities", caps)
         if self.uid is not None and self.gid is None:
             # Dropping the uid but keeping gid 0 would leave root-group access.
@@ -297,7 +343,7 @@ def verify_scope(scope: Scope, report: ScopeReport) -> None:
     if report.securebits is not None:
         check("securebits", hex(report.securebits), hex(SECUREBITS))
     check("no_new_privs", report.no_new_privs, True)
-    if scope.seccomp_deny:
+    if scope.seccomp_deny or scope.files is not None:
         check("seccomp", report.seccomp, kernel.SECCOMP_MODE_FILTER)
     check("umask", oct(report.umask), oct(scope.umask))
     if scope.uid is not None:
@@ -382,16 +428,19 @@ def _read_fd(fd: int) -> str:
     return b"".join(chunks).decode()
 
 
-def enter_scope(scope: Scope, keep_fds: Iterable[int] = ()) -> None:
+def enter_scope(scope: Scope, keep_fds: Iterable[int] = (), parent: int | None = None) -> None:
     """Scope the calling (freshly forked, root) process to *scope*, then prove it.
 
     Must run single-threaded, before the helper serves anything. Raises
     ScopingError naming the step that failed; the caller must then exit
-    rather than serve, since the process may be half-scoped.
+    rather than serve, since the process may be half-scoped. *parent* is the
+    pid the helper must die with; pass the pid taken before the fork (the
+    default, the parent at this moment, misses a parent that already died).
     """
     keep = sorted({int(fd) for fd in keep_fds})
     mask = kernel.cap_mask(scope.capabilities)
-    parent = os.getppid()
+    if parent is None:
+        parent = os.getppid()
 
     # 1. First, so nothing the parent had open (sockets, log files, the
     #    service's database connection) stays reachable from the helper.
@@ -401,9 +450,17 @@ def enter_scope(scope: Scope, keep_fds: Iterable[int] = ()) -> None:
     status_fd = _step(
         "open_status", os.open, "/proc/thread-self/status", os.O_RDONLY | os.O_CLOEXEC
     )
+    grants = None
     try:
         # 2. Early, so a parent dying anywhere below takes us with it.
         _step("pdeathsig", _set_pdeathsig, parent)
+        # 2b. Declared files: decided (Landlock or refuse), globs expanded,
+        #     chains checked and paths opened while still root and before
+        #     anything is dropped, so a refusal leaves nothing half done.
+        if scope.files is not None:
+            from privsepd.helper.grants import open_grants
+
+            grants = _step("files", open_grants, scope.files)
         # 3. Bounding set while we still hold CAP_SETPCAP. Dropping from the
         #    bounding set does not touch effective, so the steps below can
         #    still use CAP_SETPCAP/CAP_SETUID/CAP_SETGID.
@@ -429,7 +486,12 @@ def enter_scope(scope: Scope, keep_fds: Iterable[int] = ()) -> None:
         #    caps); also a precondition of landlock and seccomp without
         #    CAP_SYS_ADMIN.
         _step("no_new_privs", kernel.set_no_new_privs)
-        # 9. Filesystem sandbox; needs no_new_privs.
+        # 9. Filesystem sandbox; needs no_new_privs. The files ruleset first
+        #    (it is what confines the DAC capability), then proven by a
+        #    denied access; an extra landlock= ruleset stacks on top.
+        if grants is not None and grants.confine:
+            _step("files_landlock", grants.restrict)
+            _step("files_confined", grants.prove_confined)
         if scope.landlock is not None:
             _step(
                 "landlock",
@@ -441,6 +503,10 @@ def enter_scope(scope: Scope, keep_fds: Iterable[int] = ()) -> None:
         securebits = _step("read_securebits", kernel.get_securebits)
         # 10. Seccomp last: its deny list may include calls the steps above
         #     needed (prctl, setresuid, capset).
+        #     The files side-door filter goes first: a deny list may hold
+        #     prctl itself.
+        if grants is not None:
+            _step("files_seccomp", grants.install_side_door_filter)
         if scope.seccomp_deny:
             _step("seccomp", kernel.seccomp_install_deny, scope.seccomp_deny)
         # 11. Trust nothing above: read back what the kernel says and refuse
@@ -448,6 +514,8 @@ def enter_scope(scope: Scope, keep_fds: Iterable[int] = ()) -> None:
         report = _step("read_scope", lambda: _parse_status(_read_fd(status_fd), securebits))
         _step("verify", verify_scope, scope, report)
     finally:
+        if grants is not None:
+            grants.close()
         os.close(status_fd)
 
 

@@ -90,6 +90,7 @@ SIGNAL_BASE = 128
 DEVIATIONS = frozenset(
     {
         "regex-anchor",  # oslo's pattern+'$' admits a trailing newline, escapes via '|', ...
+        "regex-unicode",  # \d admits '١٢٣' and '１２', \w any letter, \s any space
         "path-prefix",  # oslo's string prefix: base /data admits /data2
         "path-unresolved",  # realpath left '..' or a symlink in the path (loop)
         "chain-path",  # chained command given as a path; oslo checks its basename only
@@ -102,8 +103,12 @@ DEVIATIONS = frozenset(
         "kill-deleted-exe",  # target runs a deleted/replaced executable
         "kill-untrusted-dir",  # bare-name target found via a caller-writable $PATH dir
         "bad-user",  # run_as user does not exist (oslo crashes in preexec)
+        "privsep-helper",  # context not in privsep_contexts, or not oslo.privsep's argv shape
     }
 )
+
+#: ``run_as`` of a native rule that names none: whoever runs it (see NativeCommand).
+RUN_AS_HELPER = "<helper>"
 
 # Variables that change how a root process loads code or resolves names.
 _DANGEROUS_ENV = frozenset(
@@ -174,10 +179,11 @@ class Miss(NamedTuple):
 
 
 def _realpath(path: str) -> str:
-    """os.path.realpath, '' when the cwd is gone (as oslo does)."""
+    """os.path.realpath, '' when the cwd is gone (as oslo does) or a racing swap
+    makes realpath's own readlink fail (EINVAL): no path, no match."""
     try:
         return os.path.realpath(path)
-    except FileNotFoundError:
+    except OSError:
         return ""
 
 
@@ -305,9 +311,9 @@ def _oslo_regex(pattern: str, arg: str) -> bool:
         return False
 
 
-def _full_regex(pattern: str, arg: str) -> bool:
+def _full_regex(pattern: str, arg: str, flags: int = 0) -> bool:
     try:
-        return re.fullmatch(pattern, arg) is not None
+        return re.fullmatch(pattern, arg, flags) is not None
     except re.error:
         return False
 
@@ -324,6 +330,12 @@ def _regex_args(filt: Filter, argv: Sequence[str], strict: bool) -> Miss | None:
                 "regex-anchor",
                 f"argument {i} {arg!r} matches {pattern!r}+'$' only through oslo's "
                 "loose anchoring (trailing newline, top-level '|', inline flags)",
+            )
+        if strict and not _full_regex(pattern, arg, re.ASCII):
+            return Miss(
+                "regex-unicode",
+                f"argument {i} {arg!r} matches {pattern!r} only with Unicode classes "
+                "(\\d, \\w, \\s admit non-ASCII digits, letters, spaces)",
             )
     return None
 
@@ -355,7 +367,8 @@ class RegExpFilter(Filter):
 class PathFilter(Filter):
     """Per-argument constraints: 'pass', an exact string, or an absolute base dir.
 
-    Path arguments are replaced by their realpath in the executed command.
+    Path arguments are replaced by their realpath in the executed command,
+    and the executor pins them (``path_arguments``, :mod:`privsepd.paths`).
     """
 
     kind = "PathFilter"
@@ -402,6 +415,14 @@ class PathFilter(Filter):
         # resolution that a symlink swap in between could redirect.
         _checked_paths.last = (self, tuple(argv), {i: real for i, _, real in reals})
         return None
+
+    def path_arguments(self, argv: Sequence[str]) -> dict[int, tuple[str, bool]]:
+        """argv positions with a base directory: (base, must_exist), for pinning."""
+        return {
+            i: (c.rstrip("/") or "/", False)
+            for i, c in enumerate(self.args, 1)
+            if os.path.isabs(c) and i < len(argv)
+        }
 
     def command(self, argv: Sequence[str], executable: str) -> list[str]:
         last = getattr(_checked_paths, "last", None)

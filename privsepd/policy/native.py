@@ -34,18 +34,21 @@ from privsepd.constraints import (
     Str,
     constraint_from_spec,
 )
-from privsepd.errors import PolicyError
+from privsepd.errors import PolicyError, ScopingError
+from privsepd.files import WITHOUT_LANDLOCK, Files
 from privsepd.kernel_names import CAPABILITIES, SYSCALLS
-from privsepd.policy.filters import Filter, Miss, Source
+from privsepd.policy.filters import RUN_AS_HELPER, Filter, Miss, Source
 
 __all__ = [
     "CHAIN",
+    "RUN_AS_HELPER",
     "ContextSpec",
     "FunctionSpec",
     "NativeCommand",
     "PolicyFragment",
     "SandboxSpec",
     "argv_constraint",
+    "default_account",
     "parse_policy",
 ]
 
@@ -84,6 +87,7 @@ class ContextSpec:
     allow_groups: tuple[str, ...] = ()
     audit: str | None = None
     sandbox: SandboxSpec = SandboxSpec()
+    files: Files | None = None
     source: Source | None = field(default=None, compare=False)
 
 
@@ -125,9 +129,16 @@ class NativeCommand(Filter):
     further arguments must be a command that another, non-chaining rule with
     the same run_as allows). ``capabilities`` are the ambient capabilities
     the command gets; the executor reads them from ``decision.filter`` (and
-    ``decision.chain.filter``). Arguments constrained by ``path_under`` are
-    replaced by their resolved real path in the executed command, as
-    PathFilter does, so the program acts on the path that was judged.
+    ``decision.chain.filter``). Arguments constrained by ``path_under``
+    (positional or ``rest``) are shown resolved in ``decision.command`` and
+    are pinned by the executor (:func:`privsepd.paths.pin_command`): the
+    program gets ``/proc/self/fd/N`` for the object judged, so swapping a
+    path component afterwards changes nothing.
+
+    ``run_as`` omitted (:data:`RUN_AS_HELPER`) means the user of whoever
+    runs the command: a context's helper runs it as its own uid, gid and
+    groups; the rootwrap shim (no context) as the unprivileged default
+    account (``privsepd``, else ``nobody``). Root only when a rule says so.
     """
 
     kind = "NativeCommand"
@@ -140,12 +151,13 @@ class NativeCommand(Filter):
         rest: Constraint | _Chain | None = None,
         *,
         context: str | None = None,
-        run_as: str = "root",
+        run_as: str | None = None,
         capabilities: frozenset[str] = frozenset(),
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         source: Source | None = None,
     ) -> None:
+        run_as = RUN_AS_HELPER if run_as is None else run_as
         super().__init__(exec_path, run_as, source=source or Source("<native>", 0, name))
         self.patterns: tuple[str | Constraint, ...] = tuple(patterns)
         self.rest = rest
@@ -197,12 +209,40 @@ class NativeCommand(Filter):
             return f"exactly {n}"
         return f"at least {n + 1 if self.chaining else n}"
 
+    def user(self) -> tuple[int, int] | None:
+        """(uid, gid) the command runs as; see the class doc for the default."""
+        if self.run_as != RUN_AS_HELPER:
+            return super().user()
+        if self.context is not None:
+            return os.geteuid(), os.getegid()  # the helper deciding is the one running it
+        pw = default_account()
+        return None if pw is None else (pw.pw_uid, pw.pw_gid)
+
+    def _pattern_at(self, i: int) -> Any:
+        """The pattern (str or Constraint) governing argv[i] (i >= 1), or None."""
+        if i - 1 < len(self.patterns):
+            return self.patterns[i - 1]
+        return self.rest if isinstance(self.rest, Constraint) else None
+
+    def path_arguments(self, argv: Sequence[str]) -> dict[int, tuple[str, bool]]:
+        """argv positions judged by a path_under constraint: (base, must_exist)."""
+        out = {}
+        last = len(argv) if not self.chaining else 1 + len(self.patterns)
+        for i in range(1, last):
+            found = _path_constraint(self._pattern_at(i), argv[i])
+            if found is not None:
+                out[i] = (found.prefix, found.must_exist)
+        return out
+
     def command(self, argv: Sequence[str], executable: str) -> list[str]:
         out = [executable]
-        for i, arg in enumerate(argv[1:]):
-            pattern = self.patterns[i] if i < len(self.patterns) else None
-            if isinstance(pattern, PathUnder):
-                arg = pattern.resolve(f"argument {i + 1}", arg)
+        spots = self.path_arguments(argv)
+        for i, arg in enumerate(argv[1:], 1):
+            found = _path_constraint(self._pattern_at(i), arg) if i in spots else None
+            if found is not None:
+                # Shown resolved; the executor pins (and re-judges) it before running.
+                problem, real = found._resolve(arg)
+                arg = real if problem is None and real is not None else arg
             out.append(arg)
         return out
 
@@ -223,6 +263,29 @@ class NativeCommand(Filter):
         elif isinstance(self.rest, Constraint):
             parts.append(f"<{self.rest.describe()}>...")
         return " ".join(parts)
+
+
+def default_account() -> Any:
+    """The passwd entry unprivileged helpers default to: ``privsepd``, else ``nobody``."""
+    import pwd
+
+    for name in ("privsepd", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    return None
+
+
+def _path_constraint(c: Any, value: str) -> PathUnder | None:
+    """The PathUnder that admits ``value`` under ``c`` (directly or as a one_of member)."""
+    if isinstance(c, PathUnder):
+        return c
+    if isinstance(c, OneOf):
+        for member in c.constraints:
+            if member.matches(value):
+                return _path_constraint(member, value)
+    return None
 
 
 @dataclass
@@ -342,8 +405,10 @@ _CONTEXT_KEYS = frozenset(
         "allow_groups",
         "audit",
         "sandbox",
+        "files",
     }
 )
+_FILES_KEYS = frozenset({"read", "write", "without_landlock"})
 _SANDBOX_KEYS = frozenset({"landlock_read", "landlock_write", "seccomp_deny"})
 _FUNCTION_KEYS = frozenset({"name", "context", "timeout", "strict", "args"})
 _COMMAND_KEYS = frozenset(
@@ -502,16 +567,47 @@ class _Reader:
             if key in t:
                 kw[key] = self.str_list(t, key, where, _ACCOUNT)
         if "audit" in t:
-            audit = self.typed(t, "audit", str, 'a target ("logger", "syslog" or a path)', where)
-            if audit not in ("logger", "syslog") and not audit.startswith("/"):
+            audit = self.typed(t, "audit", str, 'a target ("syslog", "none" or a path)', where)
+            if audit == "logger":
                 raise self.error(
-                    f'audit must be "logger", "syslog" or an absolute path, got {audit!r}',
+                    'audit = "logger" sent records only to the client, which may suppress '
+                    'them; write "none" to run without a root-owned trail, or leave audit unset',
+                    (*where, "audit"),
+                )
+            if (
+                audit not in ("syslog", "none")
+                and not audit.startswith("/")
+                and not audit.startswith("syslog:/")
+            ):
+                raise self.error(
+                    'audit must be "syslog", "syslog:/SOCKET", "none" or an absolute path, '
+                    f"got {audit!r}",
                     (*where, "audit"),
                 )
             kw["audit"] = audit
         if "sandbox" in t:
             kw["sandbox"] = self.read_sandbox(t["sandbox"], (*where, "sandbox"))
+        if "files" in t:
+            kw["files"] = self.read_files(t["files"], (*where, "files"))
         return ContextSpec(**kw)
+
+    def read_files(self, body: Any, where: tuple) -> Files | None:
+        """``files = { read = [...], write = [...], without_landlock = "refuse" }``."""
+        t = self.table(body, where, _FILES_KEYS)
+        kw: dict[str, Any] = {}
+        for key in ("read", "write"):
+            if key in t:
+                kw[key] = self.str_list(t, key, where)
+        if "without_landlock" in t:
+            choices = " or ".join(f'"{c}"' for c in WITHOUT_LANDLOCK)
+            kw["without_landlock"] = self.typed(t, "without_landlock", str, choices, where)
+        try:
+            files = Files(**kw)
+        except ScopingError as exc:
+            bad = "without_landlock" if "without_landlock" in str(exc) else None
+            key = bad or next((k for k in ("write", "read") if f"files {k}" in str(exc)), None)
+            raise self.error(str(exc), (*where, key) if key else where) from None
+        return None if files.empty else files
 
     def umask(self, t: dict, where: tuple) -> int:
         value = t["umask"]

@@ -46,6 +46,7 @@ from privsepd.policy.filters import (
     EnvFilter,
     Filter,
     KillFilter,
+    Miss,
     Source,
     dangerous_env_name,
 )
@@ -76,27 +77,33 @@ class ConfigValueError(PolicyError):
     """A rootwrap.conf option has a bad value (oslo: 'Incorrect value in CONF: ...')."""
 
 
-def _trusted_dirs(dirs: Sequence[str], path: str, warnings: list) -> tuple[str, ...]:
-    """$PATH entries fit to look executables up in, as root.
+def _trusted_dirs(
+    dirs: Sequence[str],
+    path: str,
+    warnings: list,
+    trust: Trust | None = None,
+    what: tuple[str, str] = ("untrusted-path-dir", "$PATH entry"),
+) -> tuple[str, ...]:
+    """Directories fit to look executables up in, as root ($PATH or exec_dirs).
 
     Without exec_dirs, oslo.rootwrap searches the caller's $PATH (sudo
     without secure_path passes it through), so a directory the caller can
-    write supplies the "allowed" binary. privsepd keeps only entries that
-    are absolute and root-owned, not group/world-writable, all the way up.
+    write supplies the "allowed" binary; a 0777 directory in exec_dirs does
+    the same. privsepd keeps only entries that are absolute and root-owned,
+    not group/world-writable, all the way up (and that exist).
     """
     from privsepd.errors import PolicyError as _PolicyError
-    from privsepd.policy.trust import check_trusted
+    from privsepd.policy import trust as trust_module
 
+    code, label = what
     kept = []
     for d in dirs:
         try:
             if not os.path.isabs(d):
                 raise _PolicyError("not an absolute path")
-            check_trusted(d)
+            trust_module.check_trusted(d, trust_module.ROOT_ONLY if trust is None else trust)
         except (_PolicyError, OSError) as exc:
-            warnings.append(
-                PolicyWarning("untrusted-path-dir", f"$PATH entry {d!r} ignored: {exc}", path)
-            )
+            warnings.append(PolicyWarning(code, f"{label} {d!r} ignored: {exc}", path))
             continue
         kept.append(d)
     return tuple(kept)
@@ -254,6 +261,8 @@ class RootwrapConfig:
     syslog_log_level: int = logging.ERROR
     daemon_timeout: int = 600
     rlimit_nofile: int = 1024
+    #: privsepd: contexts (oslo.privsep pypaths) privsep-helper may start.
+    privsep_contexts: tuple[str, ...] = ()
     warnings: tuple[PolicyWarning, ...] = ()
 
 
@@ -345,6 +354,13 @@ def parse_config(text: str, path: str) -> RootwrapConfig:
                 kwargs[name] = int(v)
             except ValueError:
                 raise bad(name, f"invalid literal for int() with base 10: {v!r}") from None
+    if "privsep_contexts" in opts:
+        pc = opts["privsep_contexts"]
+        names = tuple(n.strip() for n in pc.value.split(",") if n.strip())
+        for n in names:
+            if not _dotted_name(n):
+                raise bad("privsep_contexts", f"not a privsep context path: {n!r}")
+        kwargs["privsep_contexts"] = names
     return RootwrapConfig(
         path=path,
         filters_path=filters_path,
@@ -355,8 +371,22 @@ def parse_config(text: str, path: str) -> RootwrapConfig:
 
 
 def load_config(path: str, trust: Trust | None = None) -> RootwrapConfig:
-    """Read and interpret a trusted rootwrap.conf."""
-    return parse_config(_read(path, trust), path)
+    """Read and interpret a trusted rootwrap.conf.
+
+    ``exec_dirs`` entries get the trust rule ``$PATH`` entries get (see
+    :func:`_trusted_dirs`): an entry that is missing, or that anyone but
+    root can write, is dropped and reported as ``untrusted-exec-dir``.
+    """
+    import dataclasses
+
+    config = parse_config(_read(path, trust), path)
+    warnings = list(config.warnings)
+    kept = _trusted_dirs(
+        config.exec_dirs, path, warnings, trust, ("untrusted-exec-dir", "exec_dirs entry")
+    )
+    if kept == config.exec_dirs:
+        return config
+    return dataclasses.replace(config, exec_dirs=kept, warnings=tuple(warnings))
 
 
 # -- .filters ------------------------------------------------------------------------
@@ -478,8 +508,91 @@ def parse_filters(
     return result
 
 
-def _privsep_helper() -> Filter:
-    return CommandFilter("privsep-helper", "root", source=Source("<implicit>", 0, "privsep-helper"))
+def _dotted_name(name: str) -> bool:
+    return 0 < len(name) <= 200 and all(part.isidentifier() for part in name.split("."))
+
+
+def _normal_abspath(path: str) -> bool:
+    return (
+        path.startswith("/")
+        and os.path.normpath(path) == path
+        and not path.startswith("//")
+        and "\0" not in path
+        and "\n" not in path
+    )
+
+
+class PrivsepHelperFilter(CommandFilter):
+    """oslo's implicit ``privsep-helper`` rule, made safe.
+
+    oslo.rootwrap runs ``privsep-helper`` as root with any arguments: any
+    importable privsep context starts with the capabilities that its
+    caller-chosen config files grant. privsepd (strict) allows only the
+    argv oslo.privsep's client builds -- ``[--config-file F]...
+    [--config-dir D]... --privsep_context X --privsep_sock_path P`` -- for a
+    context X listed in rootwrap.conf's ``privsep_contexts``, config files
+    and directories that are root-owned and trusted (they set the helper's
+    user and capabilities), and a normalised absolute socket path named
+    ``privsep.sock`` (oslo's client's private directory). Deny by default:
+    without ``privsep_contexts`` nothing is allowed.
+    """
+
+    def __init__(self, contexts: Sequence[str] = (), trust: Trust | None = None) -> None:
+        super().__init__("privsep-helper", "root", source=Source("<implicit>", 0, "privsep-helper"))
+        self.contexts = frozenset(contexts)
+        self.trust = trust
+
+    def check(self, argv: Sequence[str], strict: bool = True) -> Miss | None:
+        miss = super().check(argv, strict)
+        if miss is not None or not strict:
+            return miss
+        problem = self._problem(list(argv[1:]))
+        return None if problem is None else Miss("privsep-helper", problem)
+
+    def _problem(self, args: list[str]) -> str | None:
+        shape = (
+            "arguments must be oslo.privsep's: [--config-file F]... [--config-dir D]... "
+            "--privsep_context X --privsep_sock_path P"
+        )
+        paths: list[tuple[str, str]] = []
+        i = 0
+        for option in ("--config-file", "--config-dir"):
+            while i + 1 < len(args) and args[i] == option:
+                paths.append((option, args[i + 1]))
+                i += 2
+        rest = args[i:]
+        if len(rest) != 4 or rest[0] != "--privsep_context" or rest[2] != "--privsep_sock_path":
+            return shape
+        context, sock = rest[1], rest[3]
+        if context not in self.contexts:
+            listed = ", ".join(sorted(self.contexts)) or "none"
+            return f"context {context!r} is not in rootwrap.conf privsep_contexts ({listed})"
+        if not _normal_abspath(sock) or os.path.basename(sock) != "privsep.sock":
+            return f"--privsep_sock_path {sock!r} is not a normalised absolute .../privsep.sock"
+        for option, path in paths:
+            problem = self._untrusted(option, path)
+            if problem is not None:
+                return problem
+        return None
+
+    def _untrusted(self, option: str, path: str) -> str | None:
+        if not _normal_abspath(path):
+            return f"{option} {path!r} is not a normalised absolute path"
+        targets = [path]
+        if option == "--config-dir" and os.path.isdir(path):
+            targets += [
+                os.path.join(path, n) for n in sorted(os.listdir(path)) if n.endswith(".conf")
+            ]
+        for target in targets:
+            try:
+                _check(target, self.trust)
+            except (PolicyError, OSError) as exc:
+                return f"{option} {path!r} could hand the helper its capabilities: {exc}"
+        return None
+
+
+def _privsep_helper(contexts: Sequence[str] = (), trust: Trust | None = None) -> Filter:
+    return PrivsepHelperFilter(contexts, trust)
 
 
 @contextmanager
@@ -499,21 +612,28 @@ def load_filters(
     trust: Trust | None = None,
     warnings: list[PolicyWarning] | None = None,
     lint: bool = False,
+    privsep_contexts: Sequence[str] = (),
 ) -> list[Filter]:
     """All filters of every directory, in order, plus oslo's implicit privsep-helper.
 
     Files are read in sorted name order (oslo: arbitrary listdir order);
     dot-files and non-files are skipped, as in oslo. ``lint=True`` adds the
-    per-rule and rule-order warnings a linter wants (slower).
+    per-rule and rule-order warnings a linter wants (slower). The
+    privsep-helper rule allows only ``privsep_contexts``
+    (:class:`PrivsepHelperFilter`).
     """
     if warnings is None:
         warnings = []
     with _no_gc():
-        return _load_filters(filters_path, trust, warnings, lint)
+        return _load_filters(filters_path, trust, warnings, lint, privsep_contexts)
 
 
 def _load_filters(
-    filters_path: Sequence[str], trust: Trust | None, warnings: list[PolicyWarning], lint: bool
+    filters_path: Sequence[str],
+    trust: Trust | None,
+    warnings: list[PolicyWarning],
+    lint: bool,
+    privsep_contexts: Sequence[str] = (),
 ) -> list[Filter]:
     result: list[Filter] = []
     for directory in filters_path:
@@ -536,14 +656,16 @@ def _load_filters(
             result.extend(parse_filters(_read(full, trust), full, warnings, lint))
     if lint:
         _order_warnings(result, warnings)
-    result.append(_privsep_helper())
-    warnings.append(
-        PolicyWarning(
-            "implicit-privsep-helper",
-            "privsep-helper is always allowed as root (oslo.rootwrap compatibility)",
-            "<implicit>",
+    result.append(_privsep_helper(privsep_contexts, trust))
+    if privsep_contexts:
+        warnings.append(
+            PolicyWarning(
+                "implicit-privsep-helper",
+                "privsep-helper is allowed as root for privsep_contexts "
+                f"{', '.join(privsep_contexts)} (oslo.privsep's argument shapes only)",
+                "<implicit>",
+            )
         )
-    )
     return result
 
 
@@ -582,7 +704,7 @@ def load_policy(conf_path: str, trust: Trust | None = None, lint: bool = False) 
     """Load rootwrap.conf and every filters directory it names."""
     config = load_config(conf_path, trust)
     warnings = list(config.warnings)
-    filters = load_filters(config.filters_path, trust, warnings, lint)
+    filters = load_filters(config.filters_path, trust, warnings, lint, config.privsep_contexts)
     return RootwrapPolicy(config, filters, FilterIndex(filters, config.exec_dirs), warnings)
 
 

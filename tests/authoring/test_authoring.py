@@ -300,6 +300,84 @@ def test_check_native_path_under_tmp_is_world_writable(tmp_path):
     assert ("world-writable-path", "ch") in _codes(path)
 
 
+def _native(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "x.toml"
+    path.write_text(body)
+    return path
+
+
+def test_check_warns_when_a_user_can_write_a_path_under_base(trusted_dir):
+    base = trusted_dir / "svc"
+    base.mkdir()
+    os.chown(base, 4242, 4242)
+    path = _native(
+        trusted_dir,
+        f'[[command]]\nname = "ch"\nexec = "/bin/chmod"\nargs = [{{ path_under = "{base}" }}]\n',
+    )
+    report = check_paths([str(path)], ownership=False)
+    (f,) = [f for f in report.findings if f.code == "user-writable-path"]
+    assert f.severity == "warning" and "uid 4242" in f.problem and f.rule == "ch"
+
+
+def test_check_warns_when_a_user_can_write_a_directory_below_a_path_under_base(trusted_dir):
+    base = trusted_dir / "svc"
+    (base / "a" / "b").mkdir(parents=True)
+    (base / "a" / "b").chmod(0o777)
+    path = _native(
+        trusted_dir,
+        '[[command]]\nname = "ch"\nexec = "/bin/chmod"\n'
+        f'args = [{{ rest = {{ path_under = "{base}" }} }}]\n',
+    )
+    (f,) = [
+        f
+        for f in check_paths([str(path)], ownership=False).findings
+        if f.code == "user-writable-path"
+    ]
+    assert f"(at {base}/a/b)" in f.problem and "world-writable" in f.problem
+
+
+def test_check_leaves_a_root_only_path_under_base_alone(trusted_dir):
+    base = trusted_dir / "svc"
+    (base / "a").mkdir(parents=True)
+    path = _native(
+        trusted_dir,
+        f'[[command]]\nname = "ch"\nexec = "/bin/chmod"\nargs = [{{ path_under = "{base}" }}]\n',
+    )
+    assert not [
+        f
+        for f in check_paths([str(path)], ownership=False).findings
+        if f.code == "user-writable-path"
+    ]
+
+
+def test_check_warns_when_a_user_can_write_a_path_filter_base(trusted_dir):
+    base = trusted_dir / "instances"
+    base.mkdir()
+    os.chown(base, 4242, 4242)
+    path = _filters(trusted_dir, f"ch: PathFilter, /bin/chown, root, nova, {base}/\n")
+    assert ("user-writable-path", "ch") in _codes(path)
+
+
+def test_check_judges_a_rule_without_run_as_as_its_contexts_helper_user(tmp_path):
+    body = '[[command]]\nname = "tee"\ncontext = "c"\nexec = "/usr/bin/tee"\n'
+    body += "args = [{ rest = true }]\n"
+    plain = _native(tmp_path, '[context.c]\nuser = "nobody"\n' + body)
+    (f,) = [
+        f
+        for f in check_paths([str(plain)], ownership=False).findings
+        if f.code == "unrestricted-program"
+    ]
+    assert "as nobody" in f.problem
+    root = _native(tmp_path, "[context.c]\nstay_root = true\n" + body)
+    (g,) = [
+        f
+        for f in check_paths([str(root)], ownership=False).findings
+        if f.code == "unrestricted-program"
+    ]
+    assert "as root" in g.problem and g.severity == "error"  # root: not downgraded
+    assert f.severity == "warning"
+
+
 # -- explain --------------------------------------------------------------------------------
 
 
@@ -378,6 +456,46 @@ def test_explain_reads_native_policy(capsys, tmp_path):
     )
     rc, doc = explain_json(capsys, pol, "true", "mtu", "1500")
     assert rc == 0 and doc["rule"]["class"] == "NativeCommand" and doc["rule"]["name"] == "mtu"
+
+
+def test_explain_names_the_contexts_helper_user_for_a_rule_without_run_as(capsys, tmp_path):
+    pol = tmp_path / "p.toml"
+    pol.write_text(
+        '[context.c]\nuser = "nobody"\n\n'
+        '[[command]]\nname = "t"\ncontext = "c"\nexec = "/bin/true"\n'
+    )
+    rc = main(
+        ["explain", "--config", str(pol), "--untrusted", "--context", "c", "--json", "--", "true"]
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert (
+        rc == 0
+        and doc["run_as"].startswith("nobody")
+        and (doc["uid"], doc["gid"]) == (65534, 65534)
+    )
+
+
+def test_explain_names_root_for_a_rule_without_run_as_in_a_stay_root_context(capsys, tmp_path):
+    pol = tmp_path / "p.toml"
+    pol.write_text(
+        "[context.c]\nstay_root = true\n\n"
+        '[[command]]\nname = "t"\ncontext = "c"\nexec = "/bin/true"\n'
+    )
+    main(["explain", "--config", str(pol), "--untrusted", "--context", "c", "--", "true"])
+    assert "as root (the helper's own user) (uid 0, gid 0)" in capsys.readouterr().out
+
+
+def test_explain_names_the_default_account_for_a_shim_rule_without_run_as(capsys, tmp_path):
+    import pwd
+
+    pol = tmp_path / "p.toml"
+    pol.write_text('[[command]]\nname = "t"\nexec = "/bin/true"\n')
+    rc, doc = explain_json(capsys, pol, "true")
+    try:
+        account = pwd.getpwnam("privsepd")
+    except KeyError:
+        account = pwd.getpwnam("nobody")
+    assert rc == 0 and doc["uid"] == account.pw_uid != 0
 
 
 # -- convert --------------------------------------------------------------------------------

@@ -292,3 +292,110 @@ def test_container_budget_stops_a_frame_of_many_empty_maps():
     payload = b"\xdd" + struct.pack(">I", 4) + inner * 4
     with pytest.raises(ProtocolError, match="more than 100000 arrays/maps"):
         FrameDecoder().feed(struct.pack(">I", len(payload)) + payload)
+
+
+# -- exact boundaries (each pins one check: break it and a test here fails) ----
+
+
+@pytest.mark.parametrize("version", [1])
+def test_hello_with_the_exact_int_version_is_accepted(version):
+    server = ServerProtocol("ctx")
+    assert server.receive_data(encode_frame([MAGIC, version, "ctx"])) == []
+    assert server.state is State.READY
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1", 2, 0, None, [1]])
+def test_hello_version_must_be_exactly_the_int_1(version):
+    server = ServerProtocol("ctx")
+    with pytest.raises(HandshakeError, match="protocol version mismatch"):
+        server.receive_data(encode_frame([MAGIC, version, "ctx"]))
+    assert server.state is State.CLOSED
+
+
+@pytest.mark.parametrize("version", [True, 1.0])
+def test_welcome_version_must_be_exactly_the_int_1(version):
+    client = ClientProtocol("ctx")
+    with pytest.raises(HandshakeError, match="protocol version mismatch"):
+        client.receive_data(encode_frame([MAGIC, version, "ctx", "ok", ""]))
+
+
+def test_client_refuses_a_welcome_for_another_context():
+    client = ClientProtocol("ctx")
+    with pytest.raises(HandshakeError, match="context mismatch: helper serves 'other'"):
+        client.receive_data(encode_frame([MAGIC, 1, "other", "ok", ""]))
+    assert client.state is State.CLOSED
+
+
+def nested(levels: int) -> list:
+    value: list = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def test_nesting_of_exactly_the_limit_decodes():
+    assert FrameDecoder().feed(frame(nested(32))) == [nested(32)]
+    assert encode_frame(nested(32))
+
+
+def test_nesting_one_past_the_limit_is_refused_on_both_sides():
+    with pytest.raises(ProtocolError, match="nested deeper than 32"):
+        FrameDecoder().feed(frame(nested(33)))
+    with pytest.raises(ProtocolError, match="nested deeper than 32"):
+        encode_frame(nested(33))
+
+
+def test_encoder_refuses_a_container_one_past_the_limit():
+    limits = Limits(max_container=10)
+    assert encode_frame(list(range(10)), limits)
+    with pytest.raises(ProtocolError, match="array of 11 items exceeds 10"):
+        encode_frame(list(range(11)), limits)
+    with pytest.raises(ProtocolError, match="map of 11 items exceeds 10"):
+        encode_frame({str(i): i for i in range(11)}, limits)
+
+
+def test_request_name_of_exactly_the_limit_is_accepted():
+    client, server = ready_pair()
+    name = "m:" + "f" * (Limits().max_name - 2)
+    [request] = server.receive_data(client.request(1, "call", name, [], {}))
+    assert request.name == name
+
+
+def test_request_name_one_past_the_limit_is_refused_by_the_helper():
+    _, server = ready_pair()
+    name = "f" * (Limits().max_name + 1)
+    with pytest.raises(ProtocolError, match=r"request name of 4097 characters exceeds 4096"):
+        server.receive_data(encode_frame([1, "call", name, [], {}]))
+    assert server.state is State.CLOSED
+
+
+def test_client_refuses_to_send_a_name_past_the_limit():
+    client, _ = ready_pair()
+    with pytest.raises(ProtocolError, match="at most 4096 characters"):
+        client.request(1, "call", "f" * 4097, [], {})
+    assert client.state is State.READY  # nothing was sent
+
+
+@pytest.mark.parametrize("op", [["call"], {"a": 1}, b"call", 1, None])
+def test_request_op_of_any_other_type_is_a_protocol_error(op):
+    _, server = ready_pair()
+    with pytest.raises(ProtocolError, match="unknown operation"):
+        server.receive_data(encode_frame([1, op, "f", [], {}]))
+
+
+def test_a_huge_hello_version_is_refused_with_a_bounded_message():
+    server = ServerProtocol("ctx")
+    with pytest.raises(HandshakeError) as info:
+        server.receive_data(encode_frame([MAGIC, "v" * 100_000, "ctx"]))
+    assert len(str(info.value)) < 300
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(native, min_size=5, max_size=5))
+def test_fuzz_any_five_item_request_is_a_request_or_a_protocol_error(message):
+    """Invariant: a ready server turns any 5-item message into a Request or a ProtocolError."""
+    _, server = ready_pair()
+    try:
+        server.receive_data(encode_frame(message))
+    except ProtocolError:
+        pass

@@ -6,10 +6,9 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
-from conftest import in_child
+from conftest import in_child, wait_listening
 
 from privsepd import HandshakeError, UnknownFunctionError
 from privsepd.channel.protocol import OP_CALL
@@ -57,12 +56,7 @@ def daemon(trusted_dir, daemon_args):
         stderr=subprocess.PIPE,
     )
     path = os.path.join(sockets, "t-daemon.sock")
-    deadline = time.monotonic() + 10
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"daemon did not start: {proc.stderr.read().decode()}")
-        time.sleep(0.02)
+    wait_listening(path, proc)
     os.chmod(sockets, 0o755)
     yield path
     proc.kill()

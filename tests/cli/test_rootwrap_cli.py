@@ -21,6 +21,7 @@ FILTERS = """
 cat: CommandFilter, /bin/cat, root
 status_nobody: RegExpFilter, /usr/bin/tail, nobody, tail, -n, 60, /proc/self/status
 fds: RegExpFilter, /bin/ls, root, ls, /proc/self/fd
+fds_nobody: RegExpFilter, /bin/ls, nobody, ls, -1, /proc/self/fd
 true: CommandFilter, /bin/true, root
 missing: CommandFilter, /usr/bin/privsepd-no-such-binary, root
 sh: RegExpFilter, /bin/sh, root, sh, -c, kill -[0-9]+ \\$\\$
@@ -164,12 +165,17 @@ def test_rlimit_nofile_from_config_reaches_the_command(root, conf):
     assert line.split()[3] == "512"
 
 
-def test_command_sees_only_stdio_descriptors(root, conf):
+@pytest.mark.parametrize(
+    "argv",
+    [["ls", "/proc/self/fd"], ["ls", "-1", "/proc/self/fd"]],
+    ids=["as-root-posix-spawn", "as-nobody-fork"],
+)
+def test_command_sees_only_stdio_descriptors(root, conf, argv):
     r, w = os.pipe()
     os.dup2(r, 50, inheritable=True)
     try:
         result = subprocess.run(
-            [_script("privsepd-rootwrap"), conf, "ls", "/proc/self/fd"],
+            [_script("privsepd-rootwrap"), conf, *argv],
             capture_output=True,
             pass_fds=(50,),
         )
@@ -242,6 +248,13 @@ NATIVE = """
 name = "status-netadmin"
 exec = "/bin/cat"
 args = ["/proc/self/status"]
+run_as = "root"
+capabilities = ["CAP_NET_ADMIN"]
+
+[[command]]
+name = "status-default-user"
+exec = "/usr/bin/tail"
+args = ["-n", "60", "/proc/self/status"]
 capabilities = ["CAP_NET_ADMIN"]
 """
 
@@ -258,6 +271,24 @@ def test_native_rule_gets_exactly_its_capabilities_even_as_root(root, trusted_di
     assert int(st["CapAmb"], 16) == 1 << 12
     assert int(st["CapBnd"], 16) == 1 << 12
     assert st["NoNewPrivs"] == "1"
+
+
+def test_native_rule_without_run_as_runs_as_the_unprivileged_default_account(root, trusted_dir):
+    import pwd
+
+    path = trusted_dir / "policy.toml"
+    path.write_text(NATIVE)
+    path.chmod(0o644)
+    result = run(str(path), "tail", "-n", "60", "/proc/self/status")
+    assert result.returncode == 0, result.stderr
+    st = status(result.stdout)
+    try:
+        account = pwd.getpwnam("privsepd")
+    except KeyError:
+        account = pwd.getpwnam("nobody")
+    assert st["Uid"].split() == [str(account.pw_uid)] * 4
+    assert st["Gid"].split() == [str(account.pw_gid)] * 4
+    assert int(st["CapEff"], 16) == int(st["CapAmb"], 16) == 1 << 12  # still its capability
 
 
 @pytest.mark.parametrize(
@@ -302,6 +333,63 @@ def test_cache_is_not_built_from_a_policy_edited_after_it_was_parsed(root, conf)
     assert build_cache(loaded) is None
 
 
+@pytest.mark.parametrize("name", ["LD_BIND_NOW", "LD_LIBRARY_PATH", "LD_AUDIT"])
+def test_loader_variables_under_sudo_are_refused(root, conf, name):
+    env = dict(os.environ, SUDO_UID="1000", **{name: "1"})
+    result = run(conf, "true", env=env)
+    assert result.returncode == 97
+    assert f"refusing to run: {name} reached a root interpreter".encode() in result.stderr
+
+
+def test_loader_variables_without_sudo_are_not_refused(root, conf):
+    env = {k: v for k, v in os.environ.items() if k != "SUDO_UID"}
+    assert run(conf, "true", env=dict(env, LD_BIND_NOW="1")).returncode == 0
+
+
+def test_cache_is_invalidated_by_an_edit_that_keeps_size_mtime_and_inode(root, conf, cache_dir):
+    opts = ("--cache-dir", cache_dir)
+    assert run(conf, "true", options=opts).returncode == 0
+    filters = os.path.join(os.path.dirname(conf), "filters.d", "test.filters")
+    before = os.stat(filters)
+    with open(filters, "r+") as f:  # same length, same inode
+        text = f.read()
+        edited = text.replace("true: CommandFilter, /bin/true,", "xrue: CommandFilter, /bin/xrue,")
+        assert len(edited) == len(text) and edited != text
+        f.seek(0)
+        f.write(edited)
+    os.utime(filters, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime put back
+    after = os.stat(filters)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    assert after.st_ctime_ns != before.st_ctime_ns  # only ctime tells
+    from privsepd.cli.rootwrap_policy import load_cached
+
+    assert load_cached(cache_dir, conf, "true") is None
+    assert run(conf, "true", options=opts).returncode == 99
+
+
+@pytest.mark.parametrize("which", ["manifest", "shard"])
+@pytest.mark.parametrize("mode", [0o620, 0o602], ids=["group-writable", "world-writable"])
+def test_cache_file_others_can_write_is_not_used(root, conf, cache_dir, which, mode):
+    from privsepd.cli.rootwrap_policy import _cache_path, _shard, load_cached
+
+    assert run(conf, "true", options=("--cache-dir", cache_dir)).returncode == 0
+    assert load_cached(cache_dir, conf, "true") is not None
+    manifest = _cache_path(cache_dir, conf)
+    if which == "manifest":
+        target = manifest
+    else:
+        import json
+
+        generation = json.loads(open(manifest).read())["generation"]
+        target = f"{manifest[: -len('.json')]}.{generation}/{_shard('true')}.json"
+    os.chmod(target, mode)
+    assert load_cached(cache_dir, conf, "true") is None
+
+
 def test_interpreter_steering_variables_under_sudo_are_refused(root, conf):
     env = dict(os.environ, SUDO_UID="1000", PYTHONPYCACHEPREFIX="/tmp/planted")
     result = run(conf, "true", env=env)
@@ -329,3 +417,53 @@ def test_command_gets_default_signals_and_an_empty_mask_whatever_the_caller_set(
     for sig in (signal.SIGTERM, signal.SIGHUP):
         assert not ignored & (1 << (sig - 1)), sig
     assert blocked == 0
+
+
+# --- exec_dirs trust at run time -------------------------------------------------------
+
+
+@pytest.fixture
+def planted_conf(trusted_dir):
+    """exec_dirs = [tools, /usr/bin, /bin]; tools/id is a script that says who runs it."""
+    tools = trusted_dir / "tools"
+    tools.mkdir(mode=0o755)
+    planted = tools / "id"
+    planted.write_text("#!/bin/sh\necho planted code ran as $(/usr/bin/id -u)\n")
+    planted.chmod(0o755)
+    filters = trusted_dir / "filters.d"
+    filters.mkdir(mode=0o755)
+    (filters / "id.filters").write_text("[Filters]\nid: CommandFilter, id, root\n")
+    conf = trusted_dir / "rootwrap.conf"
+    conf.write_text(f"[DEFAULT]\nfilters_path={filters}\nexec_dirs={tools},/usr/bin,/bin\n")
+    for p in (filters / "id.filters", conf):
+        p.chmod(0o644)
+    return str(conf), tools
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777], ids=["0777", "group-0775", "sticky-1777"])
+def test_exec_dir_others_can_write_is_not_searched(root, planted_conf, mode):
+    conf, tools = planted_conf
+    tools.chmod(mode)
+    for options in (("--no-cache",), ("--cache-dir", str(tools.parent / "cache"))):
+        result = run(conf, "id", "-u", options=options)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"0\n", result.stdout  # the real id, not the planted script
+
+
+def test_exec_dir_made_writable_after_the_cache_was_built_is_not_searched(root, planted_conf):
+    conf, tools = planted_conf
+    opts = ("--cache-dir", str(tools.parent / "cache"))
+    assert run(conf, "id", options=opts).stdout == b"planted code ran as 0\n"  # trusted: used
+    from privsepd.cli.rootwrap_policy import load_cached
+
+    assert load_cached(str(tools.parent / "cache"), conf, "id") is not None
+    tools.chmod(0o777)
+    result = run(conf, "id", "-u", options=opts)
+    assert result.stdout == b"0\n", result.stdout
+
+
+def test_trusted_exec_dir_is_searched_first(root, planted_conf):
+    conf, _ = planted_conf
+    result = run(conf, "id", options=("--no-cache",))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"planted code ran as 0\n"

@@ -6,11 +6,16 @@ what it actually ran with.
 
 from __future__ import annotations
 
+import grp
+import json
 import os
+import pwd
+import subprocess
 import textwrap
 import time
 
 import pytest
+from conftest import require_root
 
 from privsepd import CallTimeout, DeniedError
 from privsepd.context import Context
@@ -104,17 +109,15 @@ def test_timeout_kills_the_whole_process_group(root_ctx, trusted_dir):
     assert not _alive(shell) and not _alive(background)
 
 
-def test_helper_environment_never_reaches_the_command(root):
-    os.environ["LD_PRELOAD"] = "/nonexistent-privsepd.so"
-    os.environ["PYTHONPATH"] = "/evil"
+def test_helper_environment_never_reaches_the_command(root, monkeypatch):
+    # monkeypatch restores both afterwards (PYTHONPATH may well have been set before).
+    monkeypatch.setenv("LD_PRELOAD", "/nonexistent-privsepd.so")
+    monkeypatch.setenv("PYTHONPATH", "/evil")
+    ctx = Context("t-exec-env", stay_root=True, command_runner=runner_factory(ini_index()))
     try:
-        ctx = Context("t-exec-env", stay_root=True, command_runner=runner_factory(ini_index()))
-        try:
-            rc, out, err = ctx.execute(["env"])
-        finally:
-            ctx.stop()
+        rc, out, err = ctx.execute(["env"])
     finally:
-        del os.environ["LD_PRELOAD"], os.environ["PYTHONPATH"]
+        ctx.stop()
     names = {line.split("=", 1)[0] for line in out.decode().splitlines()}
     assert rc == 0, err
     assert names == {"PATH", "HOME", "USER", "LOGNAME"}
@@ -156,15 +159,84 @@ def test_ini_capabilities_opt_in_grants_them_as_ambient(root):
     assert int(st["CapEff"], 16) == int(st["CapAmb"], 16) == 1 << 12
 
 
-def test_run_as_rule_runs_with_the_users_uid_gid_and_groups(setuid_ctx):
-    rc, out, err = setuid_ctx.execute(["tail", "-n", "60", "/proc/self/status"])
+@pytest.fixture(scope="module")
+def account():
+    """A real user (not the helper's) with a primary group and two supplementary groups."""
+    require_root()
+    name = f"psd-t{os.getpid()}"
+    groups = [f"{name}-a", f"{name}-b"]
+    for group in (name, *groups):
+        subprocess.run(["groupadd", group], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "useradd",
+            "-M",
+            "-N",
+            "-g",
+            name,
+            "-G",
+            ",".join(groups),
+            "-s",
+            "/usr/sbin/nologin",
+            name,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        pw = pwd.getpwnam(name)
+        extra = sorted(grp.getgrnam(g).gr_gid for g in groups)
+        yield pw, extra
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+        for group in (*groups, name):
+            subprocess.run(["groupdel", group], capture_output=True)
+
+
+def test_run_as_rule_runs_with_the_users_uid_gid_and_groups(account):
+    pw, extra = account
+    rules = "[Filters]\nstatus: RegExpFilter, /usr/bin/tail, "
+    rules += f"{pw.pw_name}, tail, -n, 60, /proc/self/status\n"
+    ctx = Context(
+        "t-exec-runas",
+        ["CAP_SETUID", "CAP_SETGID"],  # the helper itself runs as nobody
+        command_runner=runner_factory(ini_index(rules)),
+    )
+    try:
+        rc, out, err = ctx.execute(["tail", "-n", "60", "/proc/self/status"])
+    finally:
+        ctx.stop()
     assert rc == 0, err
     st = status(out)
-    assert st["Uid"].split() == ["65534"] * 4
+    assert st["Uid"].split() == [str(pw.pw_uid)] * 4 != ["65534"] * 4
+    assert st["Gid"].split() == [str(pw.pw_gid)] * 4
+    assert sorted(int(g) for g in st["Groups"].split()) == sorted({pw.pw_gid, *extra})
+    assert len(extra) == 2 and int(st["CapEff"], 16) == 0
+
+
+def test_native_rule_without_run_as_runs_as_the_helper_even_with_cap_setuid(native_ctx):
+    # The helper holds CAP_SETUID and CAP_SETGID: a rule that names no user
+    # must still not get uid 0 back.
+    rc, out, err = native_ctx.execute(["/bin/cat", "/proc/self/status"])
+    assert rc == 0, err
+    st = status(out)
+    assert st["Uid"].split() == ["65534"] * 4  # the helper's own user (nobody), not root
     assert st["Gid"].split() == ["65534"] * 4
-    groups = sorted(set(os.getgrouplist("nobody", 65534)))
-    assert st["Groups"].split() == [str(g) for g in groups]
-    assert int(st["CapEff"], 16) == 0
+
+
+def test_explain_and_runtime_agree_on_the_user_of_a_rule_without_run_as(native_ctx, capsys):
+    from privsepd.authoring.cli import main
+
+    policy = native_ctx.policy_path
+    rc = main(
+        ["explain", "--config", policy, "--context", "t-exec-native", "--json", "--"]
+        + ["/bin/cat", "/proc/self/status"]
+    )
+    explained = json.loads(capsys.readouterr().out)
+    st = status(native_ctx.execute(["/bin/cat", "/proc/self/status"])[1])
+    assert rc == 0
+    assert [str(explained["uid"])] * 4 == st["Uid"].split()
+    assert [str(explained["gid"])] * 4 == st["Gid"].split()
 
 
 def test_root_rule_from_a_helper_without_setuid_is_denied_with_the_reason(root):
@@ -203,6 +275,7 @@ def native_ctx(trusted_dir):
     path.chmod(0o644)
     ctx = Context("t-exec-native")
     ctx.apply_policy(load_policy([str(path)]))
+    ctx.policy_path = str(path)
     yield ctx
     ctx.stop()
 
@@ -248,10 +321,13 @@ def test_every_decision_is_audited_with_rule_and_rc(root, trusted_dir):
         runner.run(["ls"])
     import json
 
-    allow, deny = (json.loads(line) for line in log.read_text().splitlines())
-    assert allow["decision"] == "allow" and allow["rc"] == 0
+    allow, done, deny = (json.loads(line) for line in log.read_text().splitlines())
+    # The decision is written before the command runs, the outcome after.
+    assert allow["decision"] == "allow" and "rc" not in allow and allow["argv"] == ["true"]
     assert allow["rule"].startswith("test.filters:") and allow["rule"].endswith("(true)")
+    assert done["decision"] == "done" and done["rc"] == 0 and done["argv"] == ["true"]
     assert deny["decision"] == "deny" and "no filter matched" in deny["error"]
+    assert deny["argv"] == ["ls"]
 
 
 def test_command_runs_in_its_own_session(root_ctx):
@@ -259,3 +335,105 @@ def test_command_runs_in_its_own_session(root_ctx):
     fields = out.decode().rsplit(")", 1)[1].split()
     pid, pgrp, session = int(out.split()[0]), int(fields[2]), int(fields[3])
     assert pid == pgrp == session
+
+
+# --- chained commands: the tightest timeout along the chain ---------------------------
+
+CHAINED = """
+[context.t-exec-chain]
+
+[[command]]
+name = "nice"
+context = "t-exec-chain"
+exec = "/usr/bin/nice"
+args = ["-n", { regex = "[0-9]+" }, { chain = true }]
+{nice_timeout}
+
+[[command]]
+name = "sleep"
+context = "t-exec-chain"
+exec = "/bin/sleep"
+args = [{ regex = "[0-9]+" }]
+{sleep_timeout}
+"""
+
+
+def _chain_ctx(trusted_dir, nice_timeout: str = "", sleep_timeout: str = "") -> Context:
+    path = trusted_dir / "chain.toml"
+    path.write_text(
+        CHAINED.replace("{nice_timeout}", nice_timeout).replace("{sleep_timeout}", sleep_timeout)
+    )
+    path.chmod(0o644)
+    ctx = Context("t-exec-chain")
+    ctx.apply_policy(load_policy([str(path)]))
+    return ctx
+
+
+@pytest.mark.parametrize(
+    ("nice", "sleep"),
+    [("", "timeout = 0.5"), ("timeout = 20", "timeout = 0.5"), ("timeout = 0.5", "timeout = 20")],
+    ids=["only-the-chained-rule", "chained-rule-tighter", "chaining-rule-tighter"],
+)
+def test_chained_command_gets_the_tightest_rule_timeout_of_the_chain(trusted_dir, nice, sleep):
+    ctx = _chain_ctx(trusted_dir, nice, sleep)
+    try:
+        start = time.monotonic()
+        with pytest.raises(CallTimeout, match="timed out after 0.5s"):
+            ctx.execute(["nice", "-n", "5", "sleep", "5"])
+        assert time.monotonic() - start < 3.0
+        assert ctx.execute(["nice", "-n", "5", "sleep", "0"])[0] == 0  # still serves
+    finally:
+        ctx.stop()
+
+
+# --- what each check guards, set up for real ----------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["/tmp/x", "../../tmp/x", ".hidden", "C;id", "en US", "C\n"])
+def test_locale_variable_whose_value_is_not_a_locale_name_is_judged_as_env(root_ctx, value):
+    with pytest.raises(DeniedError, match=r"\['env', 'LANG="):
+        root_ctx.execute(["env"], env={"LANG": value})
+
+
+@pytest.mark.parametrize(
+    "value", ["C", "C.UTF-8", "en_US.UTF-8", "sr_RS@latin", "de_DE.ISO-8859-1"]
+)
+def test_locale_variable_with_a_locale_name_reaches_the_command(root_ctx, value):
+    _, out, _ = root_ctx.execute(["env"], env={"LANG": value})
+    assert f"LANG={value}\n".encode() in out
+
+
+def test_native_rule_with_no_capabilities_gets_none_of_the_ini_opt_in(root):
+    from privsepd.policy.native import NativeCommand
+
+    bare = NativeCommand(
+        "bare", "/usr/bin/head", ["-n", "60", "/proc/self/status"], context="t-exec-nocaps"
+    )
+    assert bare.capabilities == frozenset()
+    index = FilterIndex([*ini_index().filters, bare], ["/bin", "/usr/bin"])
+    factory = runner_factory(index, ini_capabilities=["CAP_NET_ADMIN"])
+    ctx = Context("t-exec-nocaps", ["CAP_NET_ADMIN"], stay_root=True, command_runner=factory)
+    try:
+        native = status(ctx.execute(["head", "-n", "60", "/proc/self/status"])[1])
+        ini = status(ctx.execute(["cat", "/proc/self/status"])[1])
+    finally:
+        ctx.stop()
+    assert int(ini["CapEff"], 16) == 1 << 12  # control: the INI rule gets the opt-in
+    assert int(native["CapEff"], 16) == int(native["CapAmb"], 16) == 0
+
+
+def test_an_inheritable_descriptor_never_reaches_the_command(root, monkeypatch):
+    monkeypatch.chdir("/")  # where the posix_spawn fast path would otherwise be taken
+    runner = CommandRunner(
+        ini_index("[Filters]\nls: RegExpFilter, /bin/ls, root, ls, /proc/self/fd\n")
+    )
+    r, w = os.pipe()
+    leaked = os.dup(w)
+    os.set_inheritable(leaked, True)
+    try:
+        rc, out, err = runner.run(["ls", "/proc/self/fd"])
+    finally:
+        for fd in (r, w, leaked):
+            os.close(fd)
+    assert rc == 0, err
+    assert sorted(int(x) for x in out.split()) == [0, 1, 2, 3]  # 3: ls's own directory

@@ -445,3 +445,71 @@ def test_entrypoint_that_exits_is_an_error_reply_and_the_helper_keeps_serving():
     assert echo("still here") == ["still here"]
     assert time.monotonic() - start < 1.0  # the slow call takes 2 s
     slow.join()
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def test_helper_whose_forking_parent_dies_before_it_scopes_does_not_serve():
+    """Another process still holds the channel, so EOF cannot end the helper."""
+    from privsepd.audit import AuditLog
+    from privsepd.helper.monitor import HelperProcess, HelperSpec, Monitor
+
+    def slow_monitor() -> Monitor:
+        time.sleep(0.5)  # the parent dies meanwhile
+        return Monitor("t-orphan", {})
+
+    spec = HelperSpec("t-orphan", net.scope())
+    r, w = os.pipe()
+    mid = os.fork()
+    if mid == 0:  # pragma: no cover - the service that forks and dies
+        try:
+            helper = HelperProcess.fork(spec, slow_monitor, AuditLog())
+            keeper = os.fork()
+            if keeper == 0:
+                time.sleep(20)  # holds helper.sock open
+                os._exit(0)
+            os.write(w, f"{helper.pid} {keeper}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    helper_pid, keeper = (int(x) for x in os.read(r, 64).split())
+    os.close(r)
+    os.waitpid(mid, 0)
+    try:
+        deadline = time.monotonic() + 10
+        while _state(helper_pid) not in ("Z", "gone") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _state(helper_pid) in ("Z", "gone"), "helper serves with its parent gone"
+    finally:
+        os.kill(keeper, signal.SIGKILL)
+        try:
+            os.kill(helper_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@net.entrypoint(values=IntRange(0, 10), options=IntRange(0, 10))
+def bounded(*values, **options):
+    return [list(values), options]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "argument"),
+    [
+        ([11, 1, 2], {}, "values[0]"),
+        ([1, 2, 11], {}, "values[2]"),
+        ([], {"a": 11, "b": 1}, "options['a']"),
+        ([], {"a": 1, "b": 2, "c": 11}, "options['c']"),
+    ],
+)
+def test_every_item_of_star_args_and_star_star_kwargs_is_checked(args, kwargs, argument):
+    with pytest.raises(ConstraintError) as info:
+        bounded(*args, **kwargs)
+    assert str(info.value).startswith(f"argument {argument!r} fails int_range [0, 10]")
+    assert bounded(0, 10, a=0, b=10) == [[0, 10], {"a": 0, "b": 10}]

@@ -8,8 +8,10 @@ os._exit so a failure can never run the rest of pytest twice.
 from __future__ import annotations
 
 import errno
+import grp
 import json
 import os
+import pwd
 import select
 import shutil
 import signal
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 from conftest import require_feature
+from sysaccounts import system_group, system_user, unique
 
 from privsepd.errors import ScopingError
 from privsepd.helper import kernel
@@ -60,10 +63,13 @@ def run_scoped(
     probe: Callable[[], Any] | None = None,
     *,
     inspect: Callable[[int], None] | None = None,
+    prepare: Callable[[], None] | None = None,
     timeout: float = 20.0,
 ) -> Any:
     """Fork, enter *scope* in the child, run *probe* there, return its result.
 
+    *prepare()* runs in the child before enter_scope, to set up the state a
+    step must undo (supplementary groups, a pipe on stdin).
     *inspect(pid)* runs in the parent while the scoped child is still alive
     (blocked on a pipe), so tests can read /proc/PID/status of a live helper.
     A child exception is re-raised in the parent as ChildError.
@@ -76,6 +82,8 @@ def run_scoped(
             os.close(result_r)
             os.close(go_w)
             try:
+                if prepare is not None:
+                    prepare()
                 enter_scope(scope, keep_fds=[result_w, go_r])
                 out: dict[str, Any] = {"ok": probe() if probe else None}
             except BaseException as e:
@@ -241,21 +249,47 @@ def test_landlock_relative_path_is_refused() -> None:
         Landlock(read=("etc",))
 
 
+def _groups_from_the_database(name: str, primary: int) -> tuple[int, ...]:
+    """What initgroups() would give, read straight from the group database."""
+    members = {g.gr_gid for g in grp.getgrall() if name in g.gr_mem}
+    return tuple(sorted(members | {primary}))
+
+
 def test_resolve_user_default_is_privsepd_or_nobody() -> None:
-    uid, gid, groups = resolve_user(None)
     try:
-        expected = resolve_user("privsepd")
-    except ScopingError:
-        expected = resolve_user("nobody")
-    assert (uid, gid, groups) == expected
-    assert uid != 0
+        account = pwd.getpwnam("privsepd")
+    except KeyError:
+        account = pwd.getpwnam("nobody")
+    expected = (
+        account.pw_uid,
+        account.pw_gid,
+        _groups_from_the_database(account.pw_name, account.pw_gid),
+    )
+    assert resolve_user(None) == expected
+    assert expected[0] != 0
 
 
-def test_resolve_user_group_override_and_unknown_user() -> None:
+def test_resolve_user_reads_the_passwd_and_group_databases() -> None:
     assert resolve_user("root")[:2] == (0, 0)
+    assert resolve_user("0")[:2] == (0, 0)
+    assert resolve_user("nobody")[:2] == (NOBODY, pwd.getpwnam("nobody").pw_gid)
     assert resolve_user("nobody", "root")[1] == 0
+    assert resolve_user("nobody", str(grp.getgrnam("nogroup").gr_gid))[1] == 65534
+
+
+def test_resolve_user_lists_a_real_users_supplementary_groups(root: None) -> None:
+    group_name, user_name = unique("psdsg"), unique("psdsu")
+    with system_group(group_name) as group, system_user(user_name, "-G", group_name) as user:
+        uid, gid, groups = resolve_user(user_name)
+        assert (uid, gid) == (user.pw_uid, user.pw_gid)
+        assert groups == tuple(sorted({user.pw_gid, group.gr_gid}))
+
+
+def test_resolve_user_unknown_user_or_group_is_named() -> None:
     with pytest.raises(ScopingError, match="no-such-user-xyz"):
         resolve_user("no-such-user-xyz")
+    with pytest.raises(ScopingError, match="no-such-group-xyz"):
+        resolve_user("nobody", "no-such-group-xyz")
 
 
 def test_report_as_dict_is_json_serializable() -> None:
@@ -661,11 +695,24 @@ def test_verify_scope_rejects_an_unscoped_process(root: None) -> None:
 
 
 def test_read_scope_of_self_matches_proc(root: None) -> None:
+    import prctl  # python-prctl: an independent read of the securebits
+
     report = read_scope()
-    caps = caps_of(proc_status("thread-self"))
-    assert kernel.cap_mask(report.cap_eff) == caps["CapEff"]
-    assert report.securebits == kernel.get_securebits()
-    assert report.uid == os.getuid()
+    fields = status_fields(proc_status("thread-self"))
+    assert kernel.cap_mask(report.cap_eff) == int(fields["CapEff"], 16)
+    assert kernel.cap_mask(report.cap_bnd) == int(fields["CapBnd"], 16)
+    assert report.securebits == prctl.get_securebits()
+    assert [report.uid, report.euid, report.suid, report.fsuid] == [
+        int(x) for x in fields["Uid"].split()
+    ]
+    assert report.groups == tuple(sorted(int(x) for x in fields["Groups"].split()))
+
+
+def test_read_scope_in_a_scoped_child_reports_the_locked_bits(root: None) -> None:
+    got = run_scoped(scope_nobody("CAP_NET_ADMIN"), lambda: read_scope().as_dict())
+    assert got["securebits"] == 0x2F  # spelled out, not taken from the code under test
+    assert got["uid"] == got["euid"] == NOBODY
+    assert got["cap_eff"] == ["CAP_NET_ADMIN"] and got["no_new_privs"] is True
 
 
 def test_enter_scope_without_setpcap_fails_naming_the_step(root: None) -> None:
@@ -693,3 +740,85 @@ def test_enter_scope_without_setpcap_fails_naming_the_step(root: None) -> None:
     os.close(r)
     os.waitpid(pid, 0)
     assert "'bounding_set'" in msg.decode()
+
+
+# ---------------------------------------------------------------------------
+# Pins: each test sets up the state its step must undo, so that removing the
+# step (or its check) makes it fail.
+# ---------------------------------------------------------------------------
+
+
+def test_verify_scope_refuses_an_ambient_capability(root: None) -> None:
+    scope = scope_nobody("CAP_NET_ADMIN")
+
+    def probe() -> str:
+        with ambient_capabilities(frozenset({"CAP_NET_ADMIN"})):
+            report = read_scope()
+        try:
+            verify_scope(scope, report)
+        except ScopingError as exc:
+            return str(exc)
+        return "accepted"
+
+    message = run_scoped(scope, probe)
+    assert "cap_amb: extra ['CAP_NET_ADMIN']" in message
+
+
+def test_supplementary_groups_are_cleared_when_the_scope_lists_none(root: None) -> None:
+    def join_groups() -> None:
+        os.setgroups([4242, 4243])  # what a service running as root may hold
+
+    def probe() -> dict[str, Any]:
+        return {"groups": os.getgroups(), "status": status_fields(proc_status("self"))["Groups"]}
+
+    got = run_scoped(scope_nobody(), probe, prepare=join_groups)
+    assert got == {"groups": [], "status": ""}
+
+
+def test_a_pipe_on_stdin_is_replaced_by_dev_null(root: None) -> None:
+    read_end, write_end = os.pipe()
+
+    def pipe_on_stdin() -> None:
+        os.dup2(read_end, 0)
+
+    def probe() -> str:
+        return os.readlink("/proc/self/fd/0")
+
+    try:
+        got = run_scoped(Scope(frozenset()), probe, prepare=pipe_on_stdin)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert got == "/dev/null"
+
+
+def test_a_helper_whose_parent_already_exited_refuses_to_serve(root: None) -> None:
+    """The parent named before the fork is gone by the time the helper scopes."""
+    r, w = os.pipe()
+    mid = os.fork()
+    if mid == 0:
+        try:
+            os.close(r)
+            parent = os.getpid()
+            if os.fork() == 0:
+                try:
+                    deadline = time.monotonic() + 10
+                    while os.getppid() == parent and time.monotonic() < deadline:
+                        time.sleep(0.005)  # until our parent is gone
+                    try:
+                        enter_scope(scope_nobody(), keep_fds=[w], parent=parent)
+                        msg = "scoped"
+                    except ScopingError as exc:
+                        msg = str(exc)
+                    os.write(w, msg.encode())
+                finally:
+                    os._exit(0)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(mid, 0)
+    msg = b""
+    while chunk := os.read(r, 4096):
+        msg += chunk
+    os.close(r)
+    assert f"'pdeathsig' failed: parent {mid} exited during scoping" in msg.decode()

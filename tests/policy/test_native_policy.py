@@ -16,6 +16,7 @@ from privsepd.constraints import (
     DecimalInt,
     InterfaceName,
     IntRange,
+    OneOf,
     PathUnder,
     Regex,
     Str,
@@ -24,7 +25,7 @@ from privsepd.errors import PolicyError, UnsafePolicyError
 from privsepd.policy.filters import Filter
 from privsepd.policy.index import FilterIndex
 from privsepd.policy.loader import load_policy
-from privsepd.policy.native import CHAIN, NativeCommand, _Reader, parse_policy
+from privsepd.policy.native import CHAIN, RUN_AS_HELPER, NativeCommand, _Reader, parse_policy
 from privsepd.policy.trust import Trust
 
 DEMO = """\
@@ -238,7 +239,7 @@ def test_second_array_table_is_located_by_index():
 def test_command_patterns_are_built_for_argv():
     cmd = parse(DEMO).commands["ip-link-mtu"]
     assert isinstance(cmd, Filter)
-    assert cmd.exec_path == "/usr/sbin/ip" and cmd.run_as == "root"
+    assert cmd.exec_path == "/usr/sbin/ip" and cmd.run_as == RUN_AS_HELPER  # no run_as given
     assert cmd.patterns == ("link", "set", InterfaceName(), "mtu", DecimalInt(IntRange(68, 9000)))
     assert cmd.rest is None and cmd.context == "demo"
     assert cmd.capabilities == {"CAP_NET_ADMIN"}
@@ -356,6 +357,45 @@ def test_native_command_substitutes_resolved_path(tmp_path):
     argv = ["ls", str(tmp_path / "link")]
     assert cmd.check(argv) is None
     assert cmd.command(argv, "/bin/ls") == ["/bin/ls", str(tmp_path / "real")]
+
+
+def test_native_command_rest_paths_are_resolved_and_reported_for_pinning(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    cmd = command(["-v"], PathUnder(str(tmp_path)), exec_path="/bin/ls")
+    argv = ["ls", "-v", str(tmp_path / "link"), str(tmp_path / "real")]
+    assert cmd.check(argv) is None
+    real = str(tmp_path / "real")
+    assert cmd.command(argv, "/bin/ls") == ["/bin/ls", "-v", real, real]
+    assert cmd.path_arguments(argv) == {2: (str(tmp_path), False), 3: (str(tmp_path), False)}
+
+
+def test_native_command_one_of_reports_the_path_member_that_admitted_the_argument(tmp_path):
+    cmd = command([OneOf(Choice("-"), PathUnder(str(tmp_path), must_exist=True))])
+    assert cmd.path_arguments(["ip", "-"]) == {}
+    assert cmd.path_arguments(["ip", str(tmp_path)]) == {1: (str(tmp_path), True)}
+
+
+def test_native_command_without_run_as_runs_as_the_helper_that_decides_it():
+    cmd = command(context="demo")
+    assert cmd.run_as == RUN_AS_HELPER
+    assert cmd.user() == (os.geteuid(), os.getegid())
+
+
+def test_contextless_command_without_run_as_runs_as_the_unprivileged_default_account():
+    import pwd
+
+    cmd = parse('[[command]]\nname = "x"\nexec = "/bin/true"\n').commands["x"]
+    try:
+        expected = pwd.getpwnam("privsepd")
+    except KeyError:
+        expected = pwd.getpwnam("nobody")
+    assert cmd.user() == (expected.pw_uid, expected.pw_gid) and expected.pw_uid != 0
+
+
+def test_command_runs_as_root_only_when_the_rule_says_so():
+    text = '[[command]]\nname = "x"\nexec = "/bin/true"\nrun_as = "root"\n'
+    assert parse(text).commands["x"].user() == (0, 0)
 
 
 def test_native_command_adds_its_env():

@@ -94,6 +94,26 @@ def test_chaining_regexp_prefix_gets_the_same_anchoring(tmp_path, bindir):
     assert b.refusal(["nice", "5\n", "echo"]) == "regex-anchor"
 
 
+@pytest.mark.parametrize(
+    "digits",
+    ["\u0661\u0662\u0663", "\uff11\uff12", "1\u0662"],
+    ids=["arabic", "fullwidth", "mixed"],
+)
+def test_regexp_digit_class_admits_ascii_digits_only(tmp_path, bindir, digits):
+    b = Both(tmp_path, "e: RegExpFilter, echo, root, echo, \\d+\n", [bindir])
+    assert b.oslo_runs(["echo", digits])[0][1] == digits  # oslo: Unicode \d
+    assert b.refusal(["echo", digits]) == "regex-unicode"
+    assert b.ours.match(["echo", "123"]).allowed
+
+
+def test_regexp_word_and_case_folding_are_ascii_too(tmp_path, bindir):
+    b = Both(tmp_path, "e: RegExpFilter, echo, root, echo, (?i)[a-z]\\w*\n", [bindir])
+    for word in ("\u212a", "a\u00e9"):  # KELVIN SIGN folds to 'k'; \w admits 'é'
+        assert b.oslo_runs(["echo", word])
+        assert b.refusal(["echo", word]) == "regex-unicode"
+    assert b.ours.match(["echo", "Ok_1"]).allowed
+
+
 # --- PathFilter ----------------------------------------------------------------------
 
 

@@ -344,6 +344,8 @@ def _words(w: World) -> dict[str, list[str]]:
             "5",
             "-5",
             "--5",
+            "\u0661\u0662\u0663",  # ARABIC-INDIC 123: Unicode \d, not ASCII
+            "-\uff11\uff12",  # FULLWIDTH 12
             "-c2",
             "-n7",
             "-9",
@@ -399,7 +401,10 @@ def env_commands(w: World):
 
 def chain_commands(w: World, inner):
     heads = st.one_of(
-        st.builds(lambda n: ["nice", n], st.sampled_from(["5", "-5", "--5", "x", "5\n"])),
+        st.builds(
+            lambda n: ["nice", n],
+            st.sampled_from(["5", "-5", "--5", "x", "5\n", "\u0661\u0662\u0663", "-\uff11\uff12"]),
+        ),
         st.builds(
             lambda c, n: ["ionice", c, n],
             st.sampled_from(["-c2", "-c9", "-c2\n"]),
@@ -501,6 +506,8 @@ HOSTILE = [
     (["nice", "5", "/tmp/x/echo", "hi"], "deviation-chain-path"),
     (["nice", "5", "sh", "-c", "id"], "agree-no-match"),
     (["nice", "5\n", "echo"], "deviation-regex-anchor"),
+    (["nice", "\u0661\u0662\u0663", "echo"], "deviation-regex-unicode"),
+    (["nice", "-\uff11\uff12", "echo"], "deviation-regex-unicode"),
     (["ip", "netns", "exec", "ns1", "/tmp/x/echo"], "deviation-chain-path"),
     (["ip", "netns", "exec", "ns1", "sh"], "agree-no-match"),
     (["ip", "netns", "exec", "ns1", "ls", "-al", "/root\n"], "deviation-regex-anchor"),
@@ -520,7 +527,7 @@ HOSTILE = [
     (["kill", "-9", "{self}"], "agree-no-match"),
     (["missing_tool"], "agree-not-executable"),
     (["true"], "agree-allow"),
-    (["privsep-helper", "--help"], "agree-allow"),
+    (["privsep-helper", "--help"], "deviation-privsep-helper"),
     (["hidden"], "agree-no-match"),
     (["onlyin2"], "agree-allow"),
 ]
@@ -545,5 +552,7 @@ def test_generated_commands_cover_every_outcome_and_deviation_class(world):
     for kind in ("agree-allow", "agree-no-match", "agree-not-executable"):
         assert STATS[kind] > 0, kind
     seen = {k.removeprefix("deviation-") for k in STATS if k.startswith("deviation-")}
-    # bad-user and kill-untrusted-dir have their own tests (test_rootwrap_deviations).
-    assert seen >= DEVIATIONS - {"bad-user", "kill-untrusted-dir"}, sorted(DEVIATIONS - seen)
+    # bad-user and kill-untrusted-dir have their own tests (test_rootwrap_deviations);
+    # privsep-helper too (tests/policy/test_privsep_helper_rule.py).
+    own = {"bad-user", "kill-untrusted-dir", "privsep-helper"}
+    assert seen >= DEVIATIONS - own, sorted(DEVIATIONS - seen)

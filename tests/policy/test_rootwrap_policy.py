@@ -361,13 +361,37 @@ def test_world_writable_filters_dir_is_refused(safe):
         load_filters([str(d)])
 
 
-def test_load_policy_reads_conf_and_filters(safe, bindir):
+def test_load_policy_reads_conf_and_filters(safe):
+    bindir = safe / "bin"
+    bindir.mkdir(mode=0o755)
+    os.symlink("/bin/true", bindir / "echo")
     d = safe / "rootwrap.d"
     d.mkdir(mode=0o755)
     _write(d / "a.filters", "[Filters]\necho: CommandFilter, echo, root\n")
     conf = _write(safe / "rootwrap.conf", f"[DEFAULT]\nfilters_path={d}\nexec_dirs={bindir}\n")
     policy = load_policy(str(conf))
     assert policy.match(["echo", "hi"]).command == (f"{bindir}/echo", "hi")
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o757], ids=["world", "group", "other"])
+def test_load_policy_does_not_search_an_exec_dir_others_can_write(safe, mode):
+    planted = safe / "planted"
+    planted.mkdir()
+    planted.chmod(mode)
+    fake = planted / "id"
+    fake.write_text("#!/bin/sh\necho attacker code\n")
+    fake.chmod(0o755)
+    d = safe / "rootwrap.d"
+    d.mkdir(mode=0o755)
+    _write(d / "a.filters", "[Filters]\nid: CommandFilter, id, root\n")
+    conf = _write(
+        safe / "rootwrap.conf", f"[DEFAULT]\nfilters_path={d}\nexec_dirs={planted},/usr/bin,/bin\n"
+    )
+    policy = load_policy(str(conf))
+    assert str(planted) not in policy.config.exec_dirs
+    assert policy.match(["id"]).executable in ("/usr/bin/id", "/bin/id")
+    (warning,) = [w for w in policy.warnings if w.code == "untrusted-exec-dir"]
+    assert str(planted) in warning.message and "writable" in warning.message
 
 
 def test_shipped_sample_policy_loads_without_errors_and_uses_every_class():
@@ -561,3 +585,42 @@ def test_path_filter_command_uses_the_path_it_judged_not_a_second_resolution(tmp
     link.unlink()
     link.symlink_to("/etc")  # swapped after the check
     assert f.command(argv, "/bin/chown") == ["/bin/chown", "nobody", str(base / "real")]
+
+
+# --- dangerous environment names (what EnvFilter refuses in strict mode) ---------------
+
+# Written out here, not read from the module: the list is the specification.
+EXACT_DANGEROUS = [
+    "PATH", "BASH_ENV", "ENV", "IFS", "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES",
+    "HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "NIS_PATH", "NLSPATH", "NODE_OPTIONS",
+    "PERL5LIB", "PERL5OPT", "PERLLIB", "PS4", "RESOLV_HOST_CONF", "RES_OPTIONS",
+    "RUBYLIB", "RUBYOPT", "SHELLOPTS", "BASHOPTS", "TMPDIR", "TZDIR",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", EXACT_DANGEROUS)
+def test_exactly_named_dangerous_variables_are_dangerous_in_any_case(name):
+    assert F.dangerous_env_name(name)
+    assert F.dangerous_env_name(name.lower())
+
+
+@pytest.mark.parametrize(
+    "name", ["LD_PRELOAD", "LD_AUDIT", "MALLOC_CHECK_", "PYTHONPATH", "BASH_FUNC_f%%"]
+)
+def test_prefix_dangerous_variables_are_dangerous(name):
+    assert F.dangerous_env_name(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["PATHX", "MYPATH", "IFSX", "LANG", "TZ", "NETWORK_ID", "CONFIG_FILE"]
+)
+def test_ordinary_variables_are_not_dangerous(name):
+    assert not F.dangerous_env_name(name)
+
+
+@pytest.mark.parametrize("name", ["PATH", "BASH_ENV", "IFS", "GCONV_PATH"])
+def test_env_filter_refuses_a_dangerous_exact_name_at_match_time(name):
+    idx = index(f"e: EnvFilter, env, root, {name}=, echo\n", ["/bin"])
+    decision = idx.match(["env", f"{name}=/tmp/evil", "echo"])
+    assert not decision.allowed
+    assert decision.deviations[0].miss.code == "env-dangerous"

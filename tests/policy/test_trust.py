@@ -250,3 +250,28 @@ def test_read_trusted_refuses_invalid_utf8(safe):
 def test_nul_in_path_is_policy_error():
     with pytest.raises(PolicyError):
         check_trusted("/etc/\0x")
+
+
+# --- what each check guards ----------------------------------------------------------
+
+
+def test_the_root_directory_itself_is_checked(safe):
+    # Nobody but uid 54321 is trusted here, and / (owned by root) is the
+    # first element of every chain: the refusal must name /, not /run.
+    err = refusal(make_file(safe / "p.toml"), Trust(frozenset({OTHER_UID})))
+    assert err.offending == "/"
+    assert err.owner == 0
+
+
+def test_read_trusted_refuses_a_file_replaced_between_the_check_and_the_open(safe, monkeypatch):
+    judged = make_file(safe / "policy.toml", "judged = true\n")
+    other = make_file(safe / "other.toml", "replaced = true\n")  # root-owned: trusted too
+    walk = trust_module._Walk.run
+
+    def walk_then_replace(self):
+        walk(self)
+        os.rename(other, judged)  # between the walk's fstat and read_trusted's open
+
+    monkeypatch.setattr(trust_module._Walk, "run", walk_then_replace)
+    with pytest.raises(PolicyError, match="changed while it was being checked"):
+        read_trusted(str(judged))

@@ -1,0 +1,1 @@
+"""myagent: a neutron-style agent (the docs/migration.md example)."""
