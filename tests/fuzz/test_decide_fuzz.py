@@ -85,8 +85,6 @@ def check_allowed(filters: list, decision: Decision) -> None:
 
 #: Seeds whose decision is wrong today, with the branch that fixes it.
 KNOWN_WRONG = {
-    "echo-arabic-indic-digits": "issue 9 'Non-ASCII digits'; fix lands from branch sec-paths",
-    "echo-fullwidth-digits": "issue 9 'Non-ASCII digits'; fix lands from branch sec-paths",
     "regex-huge-repeat": "NEW: a{4294967296} makes re raise OverflowError out of "
     "FilterIndex.match (RegExpFilter catches re.error only)",
 }

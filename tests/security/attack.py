@@ -226,7 +226,7 @@ class RawPeer:
         msg = self.reply(rid)
         if msg[1] != "err":
             raise AssertionError(f"ATTACK SUCCEEDED: request {rid} got {msg!r}")
-        kind, text, _ = msg[2]
+        kind, text = msg[2][0], msg[2][1]  # [type, message, errno, ...]
         if kind != type_name or not all(w in text for w in words):
             raise AssertionError(f"refused as {kind}: {text!r}, wanted {type_name} {words}")
         return text
@@ -315,6 +315,11 @@ def _matches(record: dict, want: dict[str, Any]) -> bool:
         elif got != value:
             return False
     return True
+
+
+def EXEC_OR_COMMAND(op: Any) -> bool:  # noqa: N802 -- used like a constant
+    """A command's record: the helper's own (op "exec") or its runner's (no op)."""
+    return op in (None, "exec")
 
 
 def argv_has(*words: str) -> Callable[[Any], bool]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_feature, require_root
+from conftest import require_feature, require_root, unix_listening
 
 from privsepd.channel.protocol import OP_CALL
 from privsepd.context import Context
@@ -149,6 +149,22 @@ class _PidLink:
         pass
 
 
+def children_of(pid: int) -> set[int]:
+    """Live (not zombie) children of ``pid``, from /proc."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            out.add(int(entry))
+    return out
+
+
 class HelperTarget:
     """A running privsepd serving context ``t-sec`` in one of three modes."""
 
@@ -183,6 +199,11 @@ class HelperTarget:
 
     def execute(self, argv: list[str], **kwargs: Any) -> tuple[int, bytes, bytes]:
         return self.client().execute(argv, **kwargs)
+
+    def serving_pid(self) -> int:
+        """The pid of the helper serving this target's client."""
+        self.good_call()
+        return self.client().helper_pid
 
     def good_call(self) -> None:
         """The target still serves: a fresh good call returns its answer."""
@@ -245,9 +266,10 @@ class DaemonTarget(HelperTarget):
         self.socket_dir = str(directory / "sock")
         self.socket = os.path.join(self.socket_dir, f"{self.context}.sock")
         self.log = str(directory / "daemon.log")
+        self._serving: int | None = None
         self.proc = start_daemon(self.policy, self.socket_dir, self.log, args)
         wait_for(
-            lambda: self.proc.poll() is not None or daemon_listening(self.log),
+            lambda: self.proc.poll() is not None or daemon_listening(self.socket),
             15,
             "the daemon's socket",
         )
@@ -257,14 +279,24 @@ class DaemonTarget(HelperTarget):
     def new_client(self) -> Context:
         return Context(self.context, timeout=10, socket_path=self.socket)
 
+    def helpers(self) -> set[int]:
+        """The daemon's children: one helper per connection it accepted."""
+        return children_of(self.proc.pid)
+
     def open_link(self) -> tuple[socket.socket, Any]:
-        before = len(self.audit.find(decision="connect"))
+        before = self.helpers()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(self.socket)
-        records = wait_for(
-            lambda: self.audit.find(decision="connect")[before:], 5, "the daemon's connect record"
-        )
-        return sock, _PidLink(records[-1]["helper_pid"])
+        new = wait_for(lambda: self.helpers() - before, 5, "the daemon to fork a helper")
+        return sock, _PidLink(max(new))
+
+    def serving_pid(self) -> int:
+        """The helper serving this target's client (connecting it first if need be)."""
+        if self._serving is None:
+            before = self.helpers()
+            self.good_call()
+            self._serving = max(wait_for(lambda: self.helpers() - before, 5, "a helper"))
+        return self._serving
 
     def close(self) -> None:
         super().close()
@@ -272,14 +304,10 @@ class DaemonTarget(HelperTarget):
         self.proc.wait()
 
 
-def daemon_listening(log: str) -> bool:
-    """The daemon logs 'serving' after listen(): its socket file exists a moment
-    earlier (bind), when a connect would still be refused."""
-    try:
-        with open(log, "rb") as f:
-            return b"serving" in f.read()
-    except FileNotFoundError:
-        return False
+def daemon_listening(socket_path: str) -> bool:
+    """The daemon has called listen() on ``socket_path`` (its file exists a moment
+    earlier, when a connect would still be refused)."""
+    return unix_listening(socket_path)
 
 
 def start_daemon(policy: str, socket_dir: str, log: str, args=(), env=None) -> subprocess.Popen:

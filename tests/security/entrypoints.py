@@ -55,10 +55,9 @@ def child_env() -> str:
 
 @ctx.entrypoint
 def read_beneath(path: str) -> bytes:
-    """Reads a file under BENEATH the way docs/policy.md advises: act on
-    ``PathUnder.resolve``'s result, never on the caller's string."""
-    real = BENEATH.resolve("path", path)
-    with open(real, "rb") as f:
+    """Reads a file under BENEATH the way docs/policy.md advises ("Paths and
+    races"): ``PathUnder.open``, never the caller's string re-resolved."""
+    with BENEATH.open(path, "rb") as f:
         return f.read()
 
 

@@ -24,12 +24,6 @@ from privsepd.context import Context
 from .attack import SyslogTrail, argv_has, private_dev_log, refused, wait_for
 from .conftest import TESTS_DIR, daemon_listening, spawn_command, write_root_file
 
-SINK = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 'The client gets the only copy'; fix lands from branch sec-helper",
-)
-
 FORK_SERVICE = textwrap.dedent(
     """
     from privsepd.context import Context
@@ -57,7 +51,6 @@ def syslog(trusted_dir):
     trail.close()
 
 
-@SINK
 def test_fork_helper_without_an_audit_key_records_where_the_client_cannot_reach(
     trusted_dir, syslog
 ):
@@ -67,7 +60,6 @@ def test_fork_helper_without_an_audit_key_records_where_the_client_cannot_reach(
     syslog.expect(within=2, decision="deny", name="os:system", args="noaudit-token")
 
 
-@SINK
 def test_daemon_without_an_audit_key_records_where_the_client_cannot_reach(trusted_dir, syslog):
     policy = write_root_file(
         trusted_dir / "noaudit.toml",
@@ -86,7 +78,11 @@ def test_daemon_without_an_audit_key_records_where_the_client_cannot_reach(trust
             env=dict(os.environ, PYTHONPATH=TESTS_DIR),
         )
     try:
-        wait_for(lambda: daemon_listening(log) or proc.poll() is not None, 15, "the daemon")
+        wait_for(
+            lambda: daemon_listening(str(sockets / "t-noaudit.sock")) or proc.poll() is not None,
+            15,
+            "the daemon",
+        )
         ctx = Context("t-noaudit", timeout=10, socket_path=str(sockets / "t-noaudit.sock"))
         refused(lambda: ctx._call("call", "os:system", ["noaudit-token"], {}), DeniedError)
         assert ctx._call("call", "security.entrypoints:echo", ["good"], {}) == ["good"]
@@ -97,12 +93,6 @@ def test_daemon_without_an_audit_key_records_where_the_client_cannot_reach(trust
         proc.wait()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 'An operation can run unaudited' (spawn inherits RLIMIT_FSIZE and an "
-    "ignored SIGXFSZ); fix lands from branch sec-helper",
-)
 def test_spawn_helper_started_under_a_file_size_limit_still_records_or_refuses(spawn):
     with open(spawn.audit.path, "ab") as f:
         f.write(b'{"padding": "' + b"x" * 4096 + b'"}\n')  # the sink is past the limit
@@ -123,11 +113,6 @@ def test_spawn_helper_started_under_a_file_size_limit_still_records_or_refuses(s
     spawn.good_call()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 'Argv as a string'; fix lands from branch sec-helper",
-)
 def test_helper_command_record_keeps_argv_as_a_list(targets):
     rule = (
         '\n[[command]]\ncontext = "t-sec"\nname = "true"\nexec = "/bin/true"\nrun_as = "nobody"\n'

@@ -143,10 +143,7 @@ def test_helper_command_cannot_raise_an_ambient_capability_it_was_not_granted(wi
 
 
 def helper_pid(helper) -> int:
-    helper.good_call()
-    if helper.kind == "daemon":
-        return helper.audit.find(decision="connect")[-1]["helper_pid"]
-    return helper.client().helper_pid
+    return helper.serving_pid()
 
 
 def test_helper_cannot_be_ptraced_by_a_service_running_as_its_own_uid(helper):

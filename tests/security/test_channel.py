@@ -16,7 +16,17 @@ import pytest
 from privsepd import UnknownFunctionError
 from privsepd.channel.protocol import DEFAULT_LIMITS
 
-from .attack import depth, fd_count, fn, frame, nested, packed, refused, send_with_fds
+from .attack import (
+    EXEC_OR_COMMAND,
+    depth,
+    fd_count,
+    fn,
+    frame,
+    nested,
+    packed,
+    refused,
+    send_with_fds,
+)
 
 LIMITS = DEFAULT_LIMITS
 
@@ -244,23 +254,15 @@ def test_helper_request_flood_is_answered_in_full_and_recorded(helper):
 # -- holes listed in issue 9 (the fix lands from another branch) -------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="issue 9 item 3; fix lands from branch sec-helper"
-)
 def test_helper_exec_whose_argv0_is_a_map_with_bytes_keys_is_refused(helper):
     peer = helper.raw()
     peer.request(1, "exec", "x", [{b"k": 1}])
     peer.expect_error(1, "DeniedError")
     assert peer.call(fn("echo"), "after-map", rid=2) == ["after-map"]
     helper.good_call()
-    helper.audit.expect(decision="deny", op="exec")
+    helper.audit.expect(decision="deny", op=EXEC_OR_COMMAND)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 'Protocol version' (True and 1.0 accepted); fix lands from branch sec-helper",
-)
 @pytest.mark.parametrize("version", [True, 1.0], ids=repr)
 def test_helper_protocol_version_that_is_not_an_int_is_refused(helper, version):
     peer = helper.connect()
@@ -271,29 +273,22 @@ def test_helper_protocol_version_that_is_not_an_int_is_refused(helper, version):
     helper.audit.expect(decision="protocol-violation", error="version")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 'Unbounded fields' (audit fields and names); fix lands from branch sec-helper",
-)
 def test_helper_megabyte_function_name_leaves_a_bounded_audit_record(helper):
     helper.good_call()
     before = helper.audit.size()
-    peer = helper.raw()
-    peer.request(1, "call", "n" * (1 << 20))
-    msg = peer.next_message(10)
-    assert msg is not None and (msg[1] == "err"), msg  # refused: error reply or violation
+    huge = helper.raw()
+    huge.request(1, "call", "n" * (1 << 20))
+    huge.expect_violation(str(1 << 20))  # names are bounded in the protocol itself
+    long = helper.raw()
+    long.request(1, "call", "m" * (LIMITS.max_name - 1))  # fits the protocol, not a record
+    long.expect_error(1, "UnknownFunctionError")
     helper.good_call()
-    helper.audit.expect(decision=lambda d: d in ("deny", "protocol-violation"), error="nnnn")
+    helper.audit.expect(decision="protocol-violation", error=str(1 << 20))
+    helper.audit.expect(decision="deny", name="mmmm")
     grown = helper.audit.size() - before
-    assert grown < 16 * 1024, f"one refused call added {grown} bytes of audit"
+    assert grown < 16 * 1024, f"two refused calls added {grown} bytes of audit"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 'Anonymous protocol violations'; fix lands from branch sec-helper",
-)
 def test_helper_protocol_violation_record_names_the_peer(helper):
     peer = helper.raw()
     peer.send(frame(b"\xc1\xc1\xc1"))

@@ -18,7 +18,7 @@ import pytest
 
 from privsepd import CallTimeout, DeniedError
 
-from .attack import argv_has, fn, refused
+from .attack import EXEC_OR_COMMAND, argv_has, fn, refused
 from .conftest import spawn_command
 
 RULES = """
@@ -123,11 +123,6 @@ def test_fork_helper_environment_never_reaches_a_command(targets, monkeypatch):
     fork.audit.expect(event="command", decision="allow", argv=argv_has("env"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 item 8 (fork-mode helper keeps os.environ); fix lands from branch sec-helper",
-)
 def test_fork_helper_environment_never_reaches_an_entrypoint_subprocess(targets, monkeypatch):
     for name, value in [("LD_PRELOAD", "/nonexistent-privsepd.so"), ("PYTHONPATH", "/tmp"),
                         ("BASH_ENV", "/tmp/evil.sh")]:  # fmt: skip
@@ -147,9 +142,9 @@ def test_spawn_helper_with_interpreter_variables_under_sudo_refuses_to_run(spawn
     sudo_like = ["env", "SUDO_UID=1000", "SUDO_USER=svc", "PYTHONPATH=/tmp", "LD_PRELOAD=/x.so"]
     command = sudo_like + spawn_command(spawn.policy, isolated=False)
     ctx = Context("t-sec", timeout=10, helper_command=command)
-    refused(lambda: ctx.start(), Exception, match="handshake|helper")
-    err = capfd.readouterr().err
-    assert "refusing to run: LD_PRELOAD, PYTHONPATH reached a root interpreter" in err, err
+    exc = refused(lambda: ctx.start(), Exception, match="handshake|helper")
+    said = str(exc) + capfd.readouterr().err  # the helper's own words, wherever they went
+    assert "refusing to run: LD_PRELOAD, PYTHONPATH reached a root interpreter" in said, said
     spawn.good_call()
 
 
@@ -188,7 +183,7 @@ def test_helper_exec_option_it_does_not_offer_is_refused(runner, options):
     peer.expect_error(1, "ValueError", "unknown execute option")
     assert peer.call(fn("echo"), "after", rid=2) == ["after"]
     runner.good_call()
-    runner.audit.expect(decision="error", op="exec", error="unknown execute option")
+    runner.audit.expect(decision="error", op=EXEC_OR_COMMAND, error="unknown execute option")
 
 
 @pytest.mark.parametrize(
@@ -201,17 +196,12 @@ def test_helper_malformed_argv_is_refused(runner, argv):
     peer.request(1, "exec", "x", argv)
     peer.expect_error(1, "DeniedError")
     runner.good_call()
-    runner.audit.expect(decision="deny", op="exec")
+    runner.audit.expect(decision="deny", op=EXEC_OR_COMMAND)
 
 
 # -- holes listed in issue 9 ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 item 6 (native rules run as root by default); fix lands from branch sec-paths",
-)
 def test_helper_rule_without_run_as_does_not_run_as_root(targets):
     rule = '\n[[command]]\ncontext = "t-sec"\nname = "id"\nexec = "/usr/bin/id"\nargs = ["-u"]\n'
     fork = targets.open("fork", extra_policy=rule, caps=("CAP_SETUID", "CAP_SETGID"))
@@ -229,11 +219,6 @@ def refused_or_result(action):
         return exc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 'Chained-command timeouts'; fix lands from branch sec-paths",
-)
 def test_helper_chained_command_keeps_its_own_rule_timeout(targets):
     fork = targets.open("fork", extra_policy=RULES)
     start = time.monotonic()

@@ -86,7 +86,10 @@ class Loader:
             log = str(scratch / "daemon.log")
             proc = start_daemon(path, str(sock), log)
             try:
-                wait_for(lambda: proc.poll() is not None or daemon_listening(log), 15, "daemon")
+                listening = str(sock / "t-sec.sock")
+                wait_for(
+                    lambda: proc.poll() is not None or daemon_listening(listening), 15, "daemon"
+                )
                 if proc.poll() is not None:
                     return f"exit {proc.returncode}: {open(log).read()}"
                 ctx = Context("t-sec", timeout=10, socket_path=str(sock / "t-sec.sock"))
@@ -287,12 +290,6 @@ def test_dropin_that_redefines_a_rule_is_refused(loader, trusted_dir, arrange):
 
 # -- uid 0 needs the explicit opt-in (issue 9 item 5) -------------------------------------------
 
-UID0 = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 item 5 (uid 0 without stay_root); fix lands from branch sec-helper",
-)
-
 
 def identity_or_refusal(ctx: Context) -> str:
     try:
@@ -310,14 +307,12 @@ def assert_no_uid0(out: str, what: str) -> None:
     assert re.search(r"stay_root|uid 0|gid 0|root", out), out  # refused, naming why
 
 
-@UID0
 @pytest.mark.parametrize("user", ["root", "0"])
 def test_fork_context_naming_uid_0_without_stay_root_is_refused(trusted_dir, fork, user):
     assert_no_uid0(identity_or_refusal(entrypoints.fresh_context(user=user)), f"user={user!r}")
     fork.good_call()
 
 
-@UID0
 def test_policy_group_root_without_stay_root_is_refused(targets):
     spawn = targets.open("spawn", extra_policy="")
     text = Path(spawn.policy).read_text()
@@ -328,7 +323,6 @@ def test_policy_group_root_without_stay_root_is_refused(targets):
     spawn.good_call()
 
 
-@UID0
 def test_policy_uid_0_alias_without_stay_root_is_refused(targets, trusted_dir):
     """``useradd -o -u 0 toor``, seen by the spawned helper only (private /etc/passwd)."""
     spawn = targets.open("spawn")

@@ -49,11 +49,6 @@ from . import entrypoints
 from .attack import argv_has, rename_exchange
 
 NOBODY = 65534
-RACE = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 item 1 (path races); fix lands from branch sec-paths",
-)
 
 
 @pytest.fixture
@@ -197,7 +192,6 @@ def share_rule(share: Path, args: str) -> str:
     ).replace("SHARE", str(share))
 
 
-@RACE
 def test_fork_command_path_under_argument_holds_while_its_directory_is_swapped(targets, share):
     fork = targets.open("fork", extra_policy=share_rule(share, '[{ path_under = "SHARE" }]'))
     fork.good_call()
@@ -207,7 +201,6 @@ def test_fork_command_path_under_argument_holds_while_its_directory_is_swapped(t
     fork.audit.expect(event="command", decision="allow", argv=argv_has("cat"))
 
 
-@RACE
 def test_fork_command_rest_path_under_arguments_hold_while_swapped(targets, share):
     rule = share_rule(share, '[{ rest = { path_under = "SHARE" } }]')
     fork = targets.open("fork", extra_policy=rule)
@@ -218,7 +211,6 @@ def test_fork_command_rest_path_under_arguments_hold_while_swapped(targets, shar
     fork.audit.expect(event="command", decision="allow", argv=argv_has("cat"))
 
 
-@RACE
 def test_fork_entrypoint_resolving_as_documented_holds_while_swapped(targets, share, monkeypatch):
     monkeypatch.setattr(entrypoints, "BENEATH", PathUnder(str(share), must_exist=True))
     fn = '\n[[function]]\ncontext = "t-sec"\nname = "security.entrypoints:read_beneath"\n'
@@ -237,7 +229,6 @@ def test_fork_entrypoint_resolving_as_documented_holds_while_swapped(targets, sh
     fork.audit.expect(decision="allow", name=":read_beneath")
 
 
-@RACE
 def test_rootwrap_path_filter_holds_while_its_directory_is_swapped(targets, share):
     shim = targets.rootwrap(f"cat_share: PathFilter, /bin/cat, root, {share}\n")
     shim.good_call()

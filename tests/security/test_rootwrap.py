@@ -175,11 +175,6 @@ def test_rootwrap_binary_planted_in_a_writable_path_dir_is_not_run(targets):
     shim.audit.expect(decision="deny", argv=argv_has("planted"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 item 2 (exec_dirs not trust-checked); fix lands from branch sec-paths",
-)
 @pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777], ids=["0777", "0775", "1777"])
 def test_rootwrap_binary_planted_in_a_writable_exec_dir_is_not_run(targets, mode):
     shim = targets.rootwrap("planted: CommandFilter, planted, root\n")
@@ -217,11 +212,6 @@ def test_rootwrap_regexp_filter_admits_no_trailing_newline(shim):
     shim.audit.expect(decision="deny", argv=argv_has("ls", "/etc/hostname\n"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 'Non-ASCII digits' in RegExp filters; fix lands from branch sec-paths",
-)
 @pytest.mark.parametrize("digits", ["١٢٣", "１２"], ids=["arabic-indic", "fullwidth"])
 def test_rootwrap_regexp_digit_class_admits_only_ascii_digits(targets, digits):
     shim = targets.rootwrap(r"echo_num: RegExpFilter, /bin/echo, root, echo, \d+" + "\n")
@@ -234,11 +224,6 @@ def test_rootwrap_regexp_digit_class_admits_only_ascii_digits(targets, digits):
 # -- syslog ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 'Forged syslog lines'; fix lands from branch sec-helper",
-)
 def test_rootwrap_denied_argv_cannot_forge_a_syslog_line(targets):
     shim = targets.rootwrap("", conf_extra="use_syslog=True\nsyslog_log_level=INFO\n")
     forged = "x\n<14>privsepd-rootwrap: Executing ['rm', '-rf', '/'] (filter match = rm)"
