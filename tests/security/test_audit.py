@@ -122,3 +122,20 @@ def test_helper_command_record_keeps_argv_as_a_list(targets):
     fork.good_call()
     record = fork.audit.expect(event="command", decision="deny", argv=argv_has("--evil"))
     assert record["argv"] == ["true", "x\ny", "--evil"], record["argv"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="NEW (not in issue 9): a command's own record carries no peer uid/pid",
+)
+@pytest.mark.parametrize("kind", ["spawn", "daemon"])
+def test_helper_command_record_names_the_peer(targets, kind):
+    rule = (
+        '\n[[command]]\ncontext = "t-sec"\nname = "true"\nexec = "/bin/true"\nrun_as = "nobody"\n'
+    )
+    helper = targets.open(kind, extra_policy=rule)
+    refused(lambda: helper.execute(["true", "--peer-token"]), DeniedError)
+    helper.good_call()
+    record = helper.audit.expect(decision="deny", argv=argv_has("--peer-token"))
+    assert (record.get("peer_uid"), record.get("peer_pid")) == (0, os.getpid()), record

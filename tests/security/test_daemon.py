@@ -158,7 +158,7 @@ def test_daemon_connection_flood_from_an_unauthorized_uid_is_refused_and_recorde
 # -- holes listed in issue 9 --------------------------------------------------------------------
 
 #: What a partial-frame deadline may reasonably be (the handshake's is 10 s).
-PARTIAL_FRAME_BOUND = 15.0
+PARTIAL_FRAME_BOUND = 12.0
 
 
 @pytest.mark.xfail(
