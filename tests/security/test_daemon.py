@@ -161,11 +161,6 @@ def test_daemon_connection_flood_from_an_unauthorized_uid_is_refused_and_recorde
 PARTIAL_FRAME_BOUND = 12.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 'Half-sent frames'; fix lands from branch lifecycle",
-)
 def test_daemon_half_sent_frame_is_dropped_at_a_deadline(daemon):
     peer = daemon.raw()
     peer.send(frame(packed([1, "call", fn("echo"), ["half-token"], {}]))[:-5])
@@ -175,11 +170,6 @@ def test_daemon_half_sent_frame_is_dropped_at_a_deadline(daemon):
     assert not daemon.audit.mentions("half-token")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 'Handshake timeout' (idle, not a deadline); fix lands from branch lifecycle",
-)
 def test_helper_server_handshake_dripped_byte_by_byte_is_cut_at_its_deadline():
     """Every mode's helper serves through HelperServer; a 1 s deadline keeps this short."""
     ours, theirs = socket.socketpair()
@@ -207,11 +197,6 @@ def test_helper_server_handshake_dripped_byte_by_byte_is_cut_at_its_deadline():
     theirs.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 9 item 7 (socket directory checks); fix lands from branch lifecycle",
-)
 @pytest.mark.parametrize(
     "owner, mode", [(NOBODY, 0o755), (0, 0o777), (0, 0o775)], ids=["nobody-owned", "0777", "0775"]
 )
