@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import require_feature
+from conftest import require_feature, trusted_tree
 
 from privsepd.channel.protocol import OP_CALL
 from privsepd.cli.systemd_unit import DAEMON_CAPABILITIES, render_unit
@@ -26,7 +26,14 @@ from privsepd.policy.loader import load_policy
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_UNIT = REPO / "filters" / "systemd" / "privsepd.service"
-SHIPPED_POLICY = [str(REPO / "filters" / "demo.toml"), str(REPO / "filters" / "privsepd.d")]
+
+
+def shipped_policy() -> list[str]:
+    """The shipped demo policy, from a root-owned copy when the checkout is untrusted."""
+    filters = trusted_tree(REPO / "filters")
+    return [str(filters / "demo.toml"), str(filters / "privsepd.d")]
+
+
 INSTALLED = ["/etc/privsepd/policy.toml", "/etc/privsepd/policy.d"]
 
 
@@ -61,7 +68,7 @@ def unit_for(tmp: Path, toml: str) -> str:
 
 
 def test_the_shipped_unit_is_what_the_generator_writes_for_the_shipped_policy():
-    expected = render_unit(load_policy(SHIPPED_POLICY), INSTALLED, home_install=False)
+    expected = render_unit(load_policy(shipped_policy()), INSTALLED, home_install=False)
     assert SHIPPED_UNIT.read_text() == expected
 
 
@@ -90,7 +97,7 @@ def test_the_shipped_unit_sets_no_new_privs_and_the_sandboxing_its_policy_allows
 
 @pytest.mark.parametrize("policy", ["quickstart.toml", "demo.toml"])
 def test_the_unit_for_a_shipped_demo_policy_scores_at_most_5(tmp_path, policy):
-    path = str(REPO / "filters" / policy)
+    path = str(trusted_tree(REPO / "filters") / policy)
     unit = tmp_path / "privsepd.service"
     unit.write_text(render_unit(load_policy([path]), [path], home_install=False))
     assert exposure(unit) <= 5.0
@@ -101,15 +108,17 @@ def test_the_generated_unit_passes_systemd_analyze_verify(tmp_path):
     require_feature(tool is not None, "systemd-analyze (package systemd)")
     privsepd = shutil.which("privsepd") or sys.executable
     unit = tmp_path / "privsepd.service"
-    unit.write_text(render_unit(load_policy(SHIPPED_POLICY), SHIPPED_POLICY, privsepd))
+    policy = shipped_policy()
+    unit.write_text(render_unit(load_policy(policy), policy, privsepd))
     out = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True)
     assert out.returncode == 0 and out.stderr == "", out.stderr
 
 
 def test_privsepd_systemd_unit_prints_the_unit_for_the_policy_it_is_given():
+    policy = shipped_policy()
     out = subprocess.run(
         [sys.executable, "-m", "privsepd.cli.main", "systemd-unit"]
-        + ["--policy", SHIPPED_POLICY[0], "--policy", SHIPPED_POLICY[1]]
+        + ["--policy", policy[0], "--policy", policy[1]]
         + ["--installed-as", INSTALLED[0], "--installed-as", INSTALLED[1]],
         capture_output=True,
         text=True,
