@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_feature, require_root, unix_listening
+from conftest import require_feature, require_root, trusted_tree, unix_listening
 
 from privsepd.channel.protocol import OP_CALL
 from privsepd.context import Context
@@ -49,10 +49,11 @@ from .attack import (
     wait_for,
 )
 
-#: The directory holding the ``security`` package (tests/), put on the
-#: spawned helper's and the daemon's sys.path as a service's own package
-#: would be installed.
-TESTS_DIR = str(Path(__file__).resolve().parent.parent)
+#: The directory holding the ``security`` package (tests/, or a root-owned
+#: copy of the package when the checkout is untrusted, e.g. under /tmp), put
+#: on the spawned helper's and the daemon's sys.path as a service's own
+#: package would be installed: they import only trust-checked modules.
+TESTS_DIR = str(trusted_tree(Path(__file__).resolve().parent).parent)
 NOBODY = 65534
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
