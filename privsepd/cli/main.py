@@ -15,44 +15,43 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.policy)
 
 
-def _filters(rest: list[str]) -> int:
-    from privsepd.authoring.cli import main as authoring_main
-
-    return authoring_main(rest)
-
-
-def _serve(rest: list[str]) -> int:
-    from privsepd.cli.daemon import main as daemon_main
-
-    return daemon_main(rest)
-
-
-def _status(rest: list[str]) -> int:
-    from privsepd.cli.status import main as status_main
-
-    return status_main(rest)
-
-
-def _systemd_unit(rest: list[str]) -> int:
-    from privsepd.cli.systemd_unit import main as unit_main
-
-    return unit_main(rest)
-
-
-def _helper(rest: list[str]) -> int:
-    from privsepd.cli.serve import helper_main
-
-    return helper_main(rest)
-
-
-# Subcommands with their own argument parser get the rest of argv untouched.
+# Subcommands with their own argument parser get the rest of argv untouched:
+# name -> (module, function, one-line help). The module is imported only when
+# its subcommand runs.
 _PASSTHROUGH = {
-    "filters": _filters,
-    "serve": _serve,
-    "helper": _helper,
-    "status": _status,
-    "systemd-unit": _systemd_unit,
+    "filters": (
+        "privsepd.authoring.cli",
+        "main",
+        "filter authoring: check, explain, convert, learn",
+    ),
+    "serve": (
+        "privsepd.cli.daemon",
+        "main",
+        "daemon mode: one socket per context, peers authorized by SO_PEERCRED",
+    ),
+    "helper": (
+        "privsepd.cli.serve",
+        "helper_main",
+        "spawn mode: serve one client on stdin (run through sudo)",
+    ),
+    "status": (
+        "privsepd.cli.status",
+        "main",
+        "what a running privsepd serve holds: contexts, helpers, sandbox, policy",
+    ),
+    "systemd-unit": (
+        "privsepd.cli.systemd_unit",
+        "main",
+        "print a hardened systemd unit for privsepd serve, fitted to a policy",
+    ),
 }
+
+
+def _passthrough(name: str, rest: list[str]) -> int:
+    import importlib
+
+    module, function, _ = _PASSTHROUGH[name]
+    return getattr(importlib.import_module(module), function)(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,45 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
 
-    filters = sub.add_parser(
-        "filters", help="filter authoring: check, explain, convert, learn", add_help=False
-    )
-    filters.add_argument("rest", nargs=argparse.REMAINDER)
-
-    serve = sub.add_parser(
-        "serve",
-        help="daemon mode: one socket per context, peers authorized by SO_PEERCRED",
-        add_help=False,
-    )
-    serve.add_argument("rest", nargs=argparse.REMAINDER)
-
-    helper = sub.add_parser(
-        "helper",
-        help="spawn mode: serve one client on stdin (run through sudo)",
-        add_help=False,
-    )
-    helper.add_argument("rest", nargs=argparse.REMAINDER)
-
-    status = sub.add_parser(
-        "status",
-        help="what a running privsepd serve holds: contexts, helpers, sandbox, policy",
-        add_help=False,
-    )
-    status.add_argument("rest", nargs=argparse.REMAINDER)
-
-    unit = sub.add_parser(
-        "systemd-unit",
-        help="print a hardened systemd unit for privsepd serve, fitted to a policy",
-        add_help=False,
-    )
-    unit.add_argument("rest", nargs=argparse.REMAINDER)
+    for name, (_, _, text) in _PASSTHROUGH.items():
+        passthrough = sub.add_parser(name, help=text, add_help=False)
+        passthrough.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in _PASSTHROUGH:
-        return _PASSTHROUGH[argv[0]](argv[1:])
+        return _passthrough(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     return args.func(args)
