@@ -195,7 +195,7 @@ def exception_from_wire(type_name: str, message: str, errno: int | None) -> Exce
             setattr(exc, attr, None)
         if cls is PolicyError:
             exc.reason = message
-        if cls is CrossingError:
+        if isinstance(exc, CrossingError):
             exc.side = "result"  # only the helper's replies carry it
         return exc
     builtin = _BUILTIN_ALLOWED.get(type_name)
