@@ -361,7 +361,7 @@ def _rebuild(type_name: str, message: str, errno: int | None) -> Exception:
             setattr(exc, attr, None)
         if issubclass(cls, PolicyError):
             exc.reason = message
-        if cls is CrossingError:
+        if isinstance(exc, CrossingError):
             exc.side = "result"  # only the helper's replies carry it
         return exc
     builtin = _BUILTIN_ALLOWED.get(type_name)

@@ -229,7 +229,7 @@ class ClientChannel:
                 raise _fresh(self._failure) from None
             # (The reader role may have come to this caller while it wrote.)
             if self._reader is waiter:
-                reply = self._lead(rid, deadline, timeout, mine=waiter)
+                reply = self._lead(rid, deadline, timeout, own=waiter)
             else:
                 reply = self._follow(rid, waiter, deadline, timeout)
         except HelperDiedError as exc:
@@ -483,21 +483,20 @@ class ClientChannel:
         deadline: float,
         timeout: float,
         slot: str | None = None,
-        mine: _Waiter | None = None,
+        own: _Waiter | None = None,
     ) -> Reply | None:
         """Read the socket on behalf of every waiting caller until ``rid`` arrives.
 
         A slot waiter (``slot`` set, ``rid`` < 0) reads until a call of that
-        entrypoint may be sent, and returns None. ``mine`` is the caller's
+        entrypoint may be sent, and returns None. ``own`` is the caller's
         waiter when its reply may have been routed while it was writing.
         """
         sock = self._sock
-        waiter = None
         try:
-            if mine is not None and mine.reply is not None:
+            if own is not None and own.reply is not None:
                 with self._mutex:
                     self._hand_over()
-                return mine.reply
+                return own.reply
             while True:
                 if slot is not None:
                     with self._mutex:

@@ -216,6 +216,8 @@ class Daemon:
         self._stop = False
         self._reload = False
         self._wake: tuple[int, int] | None = None
+        self.control: socket.socket | None = None
+        self._lock_fd: int | None = None
         prepare_socket_dir(self.socket_dir)
         self._lock_fd = acquire_lock(self.socket_dir)
         try:
@@ -323,7 +325,7 @@ class Daemon:
     def _close_all(self) -> None:
         for name in list(self.listeners):
             self._close_listener(name)
-        control = getattr(self, "control", None)
+        control = self.control
         if control is not None:
             self._selector.unregister(control)
             control.close()
@@ -554,6 +556,8 @@ class Daemon:
     # -- status -----------------------------------------------------------------
 
     def _answer_status(self) -> None:
+        if self.control is None:
+            return
         try:
             conn, _ = self.control.accept()
         except OSError:
