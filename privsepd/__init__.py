@@ -51,8 +51,10 @@ _no_bytecode_from_a_callers_limits()
 
 from privsepd.errors import (  # noqa: E402 -- after the bytecode guard above
     AuditError,
+    BusyError,
     CallTimeout,
     ConstraintError,
+    CrossingError,
     DeniedError,
     HandshakeError,
     HelperDiedError,
@@ -98,9 +100,11 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AuditError",
+    "BusyError",
     "CallTimeout",
     "ConstraintError",
     "Context",
+    "CrossingError",
     "DaemonMode",
     "DeniedError",
     "Files",

@@ -22,9 +22,21 @@ def _filters(rest: list[str]) -> int:
 
 
 def _serve(rest: list[str]) -> int:
-    from privsepd.cli.serve import main as daemon_main
+    from privsepd.cli.daemon import main as daemon_main
 
     return daemon_main(rest)
+
+
+def _status(rest: list[str]) -> int:
+    from privsepd.cli.status import main as status_main
+
+    return status_main(rest)
+
+
+def _systemd_unit(rest: list[str]) -> int:
+    from privsepd.cli.systemd_unit import main as unit_main
+
+    return unit_main(rest)
 
 
 def _helper(rest: list[str]) -> int:
@@ -34,7 +46,13 @@ def _helper(rest: list[str]) -> int:
 
 
 # Subcommands with their own argument parser get the rest of argv untouched.
-_PASSTHROUGH = {"filters": _filters, "serve": _serve, "helper": _helper}
+_PASSTHROUGH = {
+    "filters": _filters,
+    "serve": _serve,
+    "helper": _helper,
+    "status": _status,
+    "systemd-unit": _systemd_unit,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     helper.add_argument("rest", nargs=argparse.REMAINDER)
+
+    status = sub.add_parser(
+        "status",
+        help="what a running privsepd serve holds: contexts, helpers, sandbox, policy",
+        add_help=False,
+    )
+    status.add_argument("rest", nargs=argparse.REMAINDER)
+
+    unit = sub.add_parser(
+        "systemd-unit",
+        help="print a hardened systemd unit for privsepd serve, fitted to a policy",
+        add_help=False,
+    )
+    unit.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
