@@ -54,8 +54,10 @@ _no_bytecode_from_a_callers_limits()
 
 from privsepd.errors import (  # noqa: E402 -- after the bytecode guard above
     AuditError,
+    BusyError,
     CallTimeout,
     ConstraintError,
+    CrossingError,
     DeniedError,
     HandshakeError,
     HelperDiedError,
@@ -102,9 +104,11 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "__version__",
     "AuditError",
+    "BusyError",
     "CallTimeout",
     "ConstraintError",
     "Context",
+    "CrossingError",
     "DaemonMode",
     "DeniedError",
     "Files",

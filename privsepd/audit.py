@@ -316,6 +316,18 @@ class AuditLog:
         """True when records reach a root-owned sink (not only the logger copy)."""
         return self._fd is not None or self._syslog is not None
 
+    def close(self) -> None:
+        """Release the sink (the daemon's, once a reload has replaced it).
+
+        Called by the daemon's single thread, after no record can reach it.
+        """
+        fd, self._fd = self._fd, None
+        sock, self._syslog = self._syslog, None
+        if fd is not None:
+            os.close(fd)
+        if sock is not None:
+            sock.close()
+
     def fds(self) -> list[int]:
         """Descriptors the helper must keep open through scoping."""
         out = []

@@ -7,6 +7,7 @@ calls travel to the helper, are checked there, and run there.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from privsepd.audit import AuditLog
-from privsepd.channel.client import ClientChannel
+from privsepd.channel.client import ClientChannel, NotSentError
 from privsepd.channel.protocol import OP_CALL, OP_EXEC, OP_PING, ClientProtocol, Limits
 from privsepd.errors import HelperDiedError, PrivsepError
 from privsepd.files import Files
@@ -46,7 +47,9 @@ class Context:
         seccomp_deny: Iterable[str] = (),
         files: Files | None = None,
         limits: Limits | None = None,
+        max_frame: int | None = None,
         max_workers: int = 8,
+        max_abandoned: int = 2,
         audit: str | None = None,
         logger: logging.Logger | None = None,
         command_runner: Callable[..., Callable[[list[Any], dict[str, Any]], Any]] | None = None,
@@ -69,7 +72,15 @@ class Context:
         # a DAC capability confined by Landlock to exactly those paths.
         self.files = _check_files(files)
         self.limits = limits or Limits()
+        if max_frame is not None:
+            # Both ends refuse a frame over it; in daemon and spawn mode the
+            # helper takes its own from policy (context key ``max_frame``).
+            self.limits = dataclasses.replace(self.limits, max_frame=int(max_frame))
         self.max_workers = max_workers
+        # Timed-out calls still running in the helper, per entrypoint, before
+        # new calls to it are held back (BusyError); half the helper's
+        # workers in all. See privsepd.channel.client.
+        self.max_abandoned = max_abandoned
         self.audit_target = audit
         self.logger = logger or logging.getLogger(f"privsepd.{name}")
         # Helper log records below this level are not sent (fork mode); a
@@ -166,6 +177,8 @@ class Context:
             self.landlock = None
         self.seccomp_deny = tuple(sandbox.seccomp_deny)
         self.files = _check_files(spec.files)
+        if getattr(spec, "max_frame", None):
+            self.limits = dataclasses.replace(self.limits, max_frame=spec.max_frame)
         self._policy_functions = policy.functions_for(self.name)
         for name, fspec in self._policy_functions.items():
             if fspec.timeout is not None:
@@ -223,17 +236,30 @@ class Context:
     def _start_locked(self) -> None:
         """Open a helper in this context's mode; keep it only if the handshake passes."""
         self._discard_locked()
-        helper = self.mode.open(self)
+        try:
+            helper = self.mode.open(self)
+        except OSError as exc:  # fork, socketpair: out of processes or descriptors
+            raise HelperDiedError(f"cannot start a helper for {self.name!r}: {exc}") from None
+        try:
+            # The channel gets its own descriptor: it closes it only once no
+            # caller is inside a send or poll on it, whoever stops the helper.
+            sock = helper.sock.dup()
+        except OSError as exc:
+            helper.stop(timeout=1.0)
+            raise HelperDiedError(f"cannot start a helper for {self.name!r}: {exc}") from None
         channel = ClientChannel(
-            helper.sock,
+            sock,
             self.name,
             ClientProtocol(self.name, self.limits),
             self.logger,
             self.log_sink,
+            max_abandoned=self.max_abandoned,
+            max_abandoned_total=max(1, self.max_workers // 2),
         )
         try:
             channel.handshake(timeout=max(self.timeout, self.mode.handshake_floor))
         except PrivsepError as exc:
+            channel.close()
             helper.stop(timeout=1.0)
             # A spawned helper (sudo, privsepd helper) explains itself on
             # stderr; put that in the error rather than "connection reset".
@@ -284,21 +310,32 @@ class Context:
     ) -> Any:
         if _in_helper:
             raise PrivsepError("a helper cannot call its own context over the channel")
-        channel, helper = self._channel, self._helper
-        if channel is None or channel.failure is not None:
-            # Slow path only: (re)start under the lock. A healthy channel is
-            # read without it, so concurrent callers do not queue up here.
-            with self._lock:
-                if self._channel is None or self._channel.failure is not None:
-                    self._start_locked()
-                channel, helper = self._channel, self._helper
-        assert channel is not None  # _start_locked set it or raised
-        try:
-            return channel.call(op, name, args, kwargs, timeout or self.timeout)
-        except HelperDiedError as exc:
+        for retry in (True, False):
+            channel, helper = self._channel, self._helper
+            if channel is None or channel.failure is not None:
+                # Slow path only: (re)start under the lock. A healthy channel is
+                # read without it, so concurrent callers do not queue up here.
+                with self._lock:
+                    if self._channel is None or self._channel.failure is not None:
+                        self._start_locked()
+                    channel, helper = self._channel, self._helper
+            try:
+                assert channel is not None  # _start_locked set it or raised
+                return channel.call(op, name, args, kwargs, timeout or self.timeout)
+            except NotSentError as exc:
+                # The helper was gone (an idle helper killed, a daemon helper
+                # drained) before any byte of this call reached it: start a
+                # new helper and send the call there, once.
+                if retry:
+                    continue
+                # (Only the text is kept: the exception holds this frame.)
+                message = str(exc)
+            except HelperDiedError as exc:
+                message = str(exc)
             if helper is not None and helper.pid is not None and helper.poll(0.2) is not None:
-                raise HelperDiedError(f"{exc} ({helper.describe_exit()})") from None
-            raise
+                raise HelperDiedError(f"{message} ({helper.describe_exit()})") from None
+            raise HelperDiedError(message) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def ping(self) -> str:
         reply: str = self._call(OP_PING, "", [], {})

@@ -23,6 +23,20 @@ class ProtocolError(PrivsepError):
     """
 
 
+class CrossingError(ProtocolError):
+    """A value cannot cross the channel: not msgpack-native, too deep, too long,
+    an int beyond 64 bits, or a frame over the context's ``max_frame``.
+
+    ``side`` says whose value it was: ``"argument"`` (raised before anything
+    is sent) or ``"result"`` (the helper ran the call, but its return value
+    could not come back). Either way the connection stays usable.
+    """
+
+    def __init__(self, message: str, side: str = "argument") -> None:
+        super().__init__(message)
+        self.side = side
+
+
 class HandshakeError(ProtocolError):
     """The peers disagree on magic, protocol version or context name."""
 
@@ -85,6 +99,17 @@ class CallTimeout(PrivsepError, TimeoutError):
     """A call got no reply within its timeout."""
 
 
+class BusyError(CallTimeout):
+    """A call was not sent: its entrypoint's abandoned calls still fill the helper.
+
+    A call that times out keeps running in the helper (a thread cannot be
+    stopped from outside). The client counts these abandoned calls per
+    entrypoint and per helper; past the limit, new calls to that entrypoint
+    wait up to their own timeout for one to finish, then raise this error.
+    Nothing of the refused call reached the helper.
+    """
+
+
 class ScopingError(PrivsepError):
     """The helper could not reach, or could not prove, its declared scope."""
 
@@ -139,8 +164,10 @@ _PRIVSEPD_ALLOWED: dict[str, type[PrivsepError]] = {
         PolicyError,
         UnsafePolicyError,
         CallTimeout,
+        BusyError,
         ScopingError,
         AuditError,
+        CrossingError,
     )
 }
 
@@ -334,6 +361,8 @@ def _rebuild(type_name: str, message: str, errno: int | None) -> Exception:
             setattr(exc, attr, None)
         if issubclass(cls, PolicyError):
             setattr(exc, "reason", message)  # noqa: B010 - PolicyError's own field
+        if isinstance(exc, CrossingError):
+            exc.side = "result"  # only the helper's replies carry it
         return exc
     builtin = _BUILTIN_ALLOWED.get(type_name)
     if builtin is None:

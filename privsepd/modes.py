@@ -69,8 +69,11 @@ class ForkMode:
         spec = HelperSpec(ctx.name, scope, ctx.limits, ctx.max_workers, ctx.log_level)
         # The helper's own audit sink, opened before it scopes down.
         audit = AuditLog.open(ctx.audit_target)
-        factory = ctx.helper_monitor_factory(audit)
-        return _forker.run(lambda: HelperProcess.fork(spec, factory, audit))
+        try:
+            factory = ctx.helper_monitor_factory(audit)
+            return _forker.run(lambda: HelperProcess.fork(spec, factory, audit))
+        finally:
+            audit.close()  # the helper has its own copy; one per restart would leak
 
     def __repr__(self) -> str:
         return "ForkMode()"

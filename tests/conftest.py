@@ -8,6 +8,7 @@ machine that lacks the feature can never pass by skipping.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
@@ -171,3 +172,43 @@ needs_stdlib_extension_modules = pytest.mark.skipif(
     reason="PyPy has its standard library's C modules built in: no stdlib extension "
     "module file exists to copy",
 )
+_TRUSTED_COPIES: dict[str, Path] = {}
+
+
+def trusted_tree(source: Path) -> Path:
+    """``source`` itself when it passes the policy trust check, else a root-owned copy.
+
+    Tests hand their own service modules to a daemon or spawned helper, which
+    imports only trust-checked files. A checkout under /tmp (CI clones
+    anywhere) is refused, as it should be; the copy lives under a trusted
+    base for the rest of the session.
+    """
+    from privsepd.errors import PolicyError
+    from privsepd.policy.trust import check_trusted
+
+    try:
+        check_trusted(str(source))
+        return source
+    except PolicyError:
+        pass
+    key = str(source)
+    if key not in _TRUSTED_COPIES:
+        for base in _TRUSTED_BASES:
+            try:
+                check_trusted(base)
+            except PolicyError:
+                continue
+            top = Path(tempfile.mkdtemp(prefix="privsepd-test-tree-", dir=base))
+            top.chmod(0o755)
+            atexit.register(shutil.rmtree, top, True)
+            copy = top / source.name
+            shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"))
+            for path in [copy, *copy.rglob("*")]:
+                os.lchown(path, 0, 0)
+                if not path.is_symlink():
+                    path.chmod(path.stat().st_mode & ~0o022)
+            _TRUSTED_COPIES[key] = copy
+            break
+        else:
+            pytest.fail(f"no root-owned, non-writable base directory among {_TRUSTED_BASES}")
+    return _TRUSTED_COPIES[key]

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from privsepd.errors import HandshakeError, ProtocolError
+from privsepd.errors import CrossingError, HandshakeError, ProtocolError
 
 MAGIC = "privsepd"
 VERSION = 1
@@ -116,14 +116,25 @@ def _reject_ext(code: int, data: bytes) -> Any:
 
 
 def encode_frame(message: Any, limits: Limits = DEFAULT_LIMITS) -> bytes:
-    """Serialize one message as a length-prefixed frame."""
-    check_value(message, limits)
+    """Serialize one message as a length-prefixed frame.
+
+    Every reason a value cannot be sent raises :class:`CrossingError` (a
+    ProtocolError): nothing was written, so the connection stays usable.
+    """
+    try:
+        check_value(message, limits)
+    except ProtocolError as exc:
+        raise CrossingError(str(exc)) from None
     try:
         payload = msgpack.packb(message, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ProtocolError(f"cannot encode message: {exc}") from None
+    except OverflowError as exc:
+        raise CrossingError(f"an integer is outside msgpack's 64-bit range ({exc})") from None
+    except (TypeError, ValueError) as exc:
+        raise CrossingError(f"cannot encode message: {exc}") from None
     if len(payload) > limits.max_frame:
-        raise ProtocolError(f"frame of {len(payload)} bytes exceeds limit of {limits.max_frame}")
+        raise CrossingError(
+            f"frame of {len(payload)} bytes exceeds limit of {limits.max_frame} (max_frame)"
+        )
     return HEADER.pack(len(payload)) + payload
 
 
@@ -359,6 +370,11 @@ class ServerProtocol:
     def take_output(self) -> bytes:
         out, self.pending_output = self.pending_output, b""
         return out
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of a frame begun but not complete (the server bounds how long)."""
+        return self._decoder.buffered
 
     def _on_hello(self, msg: Any) -> None:
         if not isinstance(msg, list) or len(msg) != 3 or msg[0] != MAGIC:

@@ -8,6 +8,17 @@ started, up to a limit) only when one read brought several requests, or
 when a call has been running for longer than ``SLOW_CALL`` -- then a watcher
 takes the reader role away from the busy worker so that a slow call never
 blocks the others. Replies from concurrent workers are written in batches.
+
+Deadlines, so that no peer can hold a helper by saying little: the
+handshake must be complete ``handshake_timeout`` seconds after serving
+starts, however the bytes trickle in, and a frame once begun must be complete
+within ``frame_timeout`` seconds. Both are enforced with SO_RCVTIMEO on the
+reader's ``recv`` only (sends from other workers are not affected).
+
+``drain`` (the helper's SIGTERM) stops reading new requests: the client's
+next write fails at once (EPIPE, so it knows nothing of that call arrived),
+calls already read run to the end and their replies go out, then the server
+closes.
 """
 
 from __future__ import annotations
@@ -19,8 +30,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from privsepd.channel.protocol import OP_EXEC, Request, ServerProtocol
-from privsepd.channel.stream import RECV_SIZE, WriteQueue
+from privsepd.channel.protocol import OP_EXEC, Request, ServerProtocol, State
+from privsepd.channel.stats import CallStats
+from privsepd.channel.stream import RECV_SIZE, WriteQueue, set_kernel_timeout
 from privsepd.errors import ProtocolError
 
 # A call running longer than this loses the reader role to another worker,
@@ -37,6 +49,11 @@ CONTENDED_FOR = 0.05
 WORKER_IDLE = 1.0
 # A client must complete the handshake within this many seconds.
 HANDSHAKE_TIMEOUT = 10.0
+# A frame, once its first byte arrived, must be complete within this.
+FRAME_TIMEOUT = 10.0
+# A request or reply this large leaves the allocator holding memory; the
+# server then calls ``on_large`` (the helper returns it to the kernel).
+LARGE_FRAME = 1024 * 1024
 
 
 class HelperServer:
@@ -50,6 +67,9 @@ class HelperServer:
         max_workers: int = 8,
         on_violation: Callable[[str], None] | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        frame_timeout: float = FRAME_TIMEOUT,
+        stats: CallStats | None = None,
+        on_large: Callable[[], None] | None = None,
     ) -> None:
         self._sock = sock
         self._proto = protocol
@@ -57,6 +77,18 @@ class HelperServer:
         self._max_workers = max(1, max_workers)
         self._on_violation = on_violation
         self._handshake_timeout = handshake_timeout
+        self._frame_timeout = frame_timeout
+        self.stats = stats if stats is not None else CallStats(self._max_workers)
+        self._on_large = on_large
+        self._handshake_deadline = 0.0
+        self._frame_started: float | None = None  # first byte of an incomplete frame
+        self._rcv_timeo: float | None = None  # SO_RCVTIMEO now set
+        self._read_bytes = 0  # since the last complete request
+        self._large: set[int] = set()  # ids of requests that arrived in a large frame
+        self._slots = list(range(self._max_workers - 1, -1, -1))  # free stats slots
+        self._running = 0
+        self._draining = False
+        self._eof = False
         self._cond = threading.Condition(threading.Lock())
         self._backlog: collections.deque[Request] = collections.deque()
         self._held: list[bytes] = []  # replies of the current batch, not yet sent
@@ -95,36 +127,67 @@ class HelperServer:
 
     def serve_forever(self) -> None:
         """Handshake, then serve until the client goes away or misbehaves."""
-        # A peer that connects and says nothing must not hold a helper
-        # forever (daemon mode forks one per connection).
-        self._sock.settimeout(self._handshake_timeout)
+        # A peer that connects and says little must not hold a helper for
+        # long (daemon mode forks one per connection): one deadline for the
+        # whole handshake, however slowly its bytes arrive.
+        now = time.monotonic()
+        self._handshake_deadline = now + self._handshake_timeout
+        self.stats.start(now)
         with self._cond:
             self._workers = 1
         self._work()
         self._closed.wait()
         self._watch.set()
 
+    def drain(self) -> None:
+        """Read no new request; finish those read, send their replies, close.
+
+        Safe from a signal handler: it only sets a flag and shuts the socket
+        for reading, which wakes the reader with EOF once the bytes already
+        received are consumed.
+        """
+        self._draining = True
+        try:
+            self._sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
     def _work(self) -> None:
         me = threading.get_ident()
+        with self._cond:
+            slot = self._slots.pop() if self._slots else self._max_workers
         try:
             while not self._closed.is_set():
                 request = self._take(me)
                 if request is None:
                     break
+                self.stats.begin(slot, time.monotonic())
                 ok, payload = self._dispatch(request)
-                frame = self._reply_frame(request, ok, payload)
+                frame, heavy = self._reply_frame(request, ok, payload)
+                del payload
+                if self._large and request.id in self._large:
+                    self._large.discard(request.id)
+                    heavy = True
+                del request
                 with self._cond:
+                    self._running -= 1
+                    self.stats.end(slot, time.monotonic())
+                    self._held.append(frame)
                     if self._reader == me:
                         self._busy_since = None
-                        if self._backlog:
-                            # More of this batch to run: one write for all.
-                            self._held.append(frame)
-                            continue
-                    self._held.append(frame)
-                    self._release_held()
+                    if self._reader != me or not self._backlog:
+                        # (Else more of this batch is to run: one write for all.)
+                        self._release_held()
+                    if self._eof and not self._running and not self._backlog:
+                        self._closed.set()  # drained: the last reply is out
+                del frame
+                if heavy and self._on_large is not None:
+                    self._on_large()
         finally:
             with self._cond:
                 self._workers -= 1
+                if slot < self._max_workers:
+                    self._slots.append(slot)
                 if self._reader == me:
                     self._reader = None
                     self._release_held()
@@ -141,6 +204,7 @@ class HelperServer:
                         # Still the reader: a slow call from the backlog must
                         # be visible to the watcher like any other.
                         self._busy_since = time.monotonic()
+                    self._running += 1
                     return self._backlog.popleft()
                 if self._reader is None or self._reader == me:
                     self._reader = me
@@ -164,7 +228,11 @@ class HelperServer:
                 # marked busy): queue everything for whoever runs next.
                 self._backlog.extend(requests)
                 self._cond.notify(len(requests))
-                return None if self._closed.is_set() else self._backlog.popleft()
+                if self._closed.is_set():
+                    return None
+                self._running += 1
+                return self._backlog.popleft()
+            self._running += 1
             now = time.monotonic()
             if len(requests) > 1:
                 # The reader runs the rest too (most calls are short); the
@@ -189,31 +257,72 @@ class HelperServer:
 
     def _read(self) -> list[Request]:
         """Read until at least one request is complete (reader role held)."""
-        from privsepd.channel.protocol import State
-
+        proto = self._proto
         while True:
+            deadline = self._read_deadline()
             try:
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._violation(self._late_reason())
+                        return []
+                    self._rcv_timeo = set_kernel_timeout(self._sock, socket.SO_RCVTIMEO, remaining)
+                elif self._rcv_timeo is not None:
+                    self._rcv_timeo = set_kernel_timeout(self._sock, socket.SO_RCVTIMEO, None)
                 data = self._sock.recv(RECV_SIZE)
-            except socket.timeout:  # TimeoutError from 3.10 on; not on 3.9
-                self._violation(f"no handshake within {self._handshake_timeout:g}s")
-                return []
+            except (BlockingIOError, socket.timeout):  # TimeoutError is socket.timeout from 3.10 on
+                continue  # the deadline check above decides
             except OSError:
                 data = b""
             if not data:
-                self._closed.set()
+                self._end_of_input()
                 return []
             try:
-                requests = self._proto.receive_data(data)
+                requests = proto.receive_data(data)
             except ProtocolError as exc:
                 self._violation(str(exc))
                 return []
-            if self._proto.state is State.READY and self._sock.gettimeout() is not None:
-                self._sock.settimeout(None)
-            out = self._proto.take_output()
+            self._read_bytes += len(data)
+            if proto.buffered:
+                if self._frame_started is None:
+                    self._frame_started = time.monotonic()
+            else:
+                self._frame_started = None
+            out = proto.take_output()
             if out:
                 self.send(out)
             if requests:
+                if self._read_bytes >= LARGE_FRAME:
+                    self._large.update(r.id for r in requests)
+                self._read_bytes = proto.buffered
                 return requests
+
+    def _read_deadline(self) -> float | None:
+        """When the bytes now awaited must have arrived, or None (no bound)."""
+        if self._proto.state is State.AWAIT_HELLO:
+            return self._handshake_deadline
+        if self._frame_started is not None:
+            return self._frame_started + self._frame_timeout
+        return None
+
+    def _late_reason(self) -> str:
+        if self._proto.state is State.AWAIT_HELLO:
+            return f"no handshake within {self._handshake_timeout:g}s"
+        return (
+            f"frame not completed within {self._frame_timeout:g}s "
+            f"({self._proto.buffered} bytes of it received)"
+        )
+
+    def _end_of_input(self) -> None:
+        """EOF: the client left, or ``drain`` shut reading down."""
+        if not self._draining:
+            self._closed.set()
+            return
+        with self._cond:
+            self._eof = True
+            if not self._running and not self._backlog:
+                self._release_held()
+                self._closed.set()
 
     def _summon(self, n: int) -> None:
         """Get ``n`` more workers onto the backlog / reader role (cond held)."""
@@ -255,16 +364,25 @@ class HelperServer:
                 elif busy is None and now - self._last_call > WATCH_IDLE:
                     self._watch.clear()
 
-    def _reply_frame(self, request: Request, ok: bool, payload: Any) -> bytes:
+    def _reply_frame(self, request: Request, ok: bool, payload: Any) -> tuple[bytes, bool]:
+        """The reply frame, and whether building it touched a lot of memory."""
         proto = self._proto
         try:
             if ok:
-                return proto.reply_ok(request.id, payload)
-            return proto.reply_error(request.id, *payload)
+                frame = proto.reply_ok(request.id, payload)
+            else:
+                frame = proto.reply_error(request.id, *payload)
+            return frame, len(frame) >= LARGE_FRAME
         except ProtocolError as exc:
-            return proto.reply_error(
-                request.id, "TypeError", f"result cannot cross the channel: {exc}", None
+            # Too big, too deep, a foreign type, an int beyond 64 bits: the
+            # caller gets the one documented error, naming the function.
+            frame = proto.reply_error(
+                request.id,
+                "CrossingError",
+                f"result of {request.name!r} cannot cross the channel: {exc}",
+                None,
             )
+            return frame, True
 
     def _violation(self, reason: str) -> None:
         """Close the connection with a logged reason the client can show."""
@@ -285,3 +403,8 @@ class HelperServer:
     @property
     def closed(self) -> threading.Event:
         return self._closed
+
+    @property
+    def running(self) -> int:
+        """Calls being run now."""
+        return self._running

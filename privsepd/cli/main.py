@@ -15,26 +15,43 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.policy)
 
 
-def _filters(rest: list[str]) -> int:
-    from privsepd.authoring.cli import main as authoring_main
+# Subcommands with their own argument parser get the rest of argv untouched:
+# name -> (module, function, one-line help). The module is imported only when
+# its subcommand runs.
+_PASSTHROUGH = {
+    "filters": (
+        "privsepd.authoring.cli",
+        "main",
+        "filter authoring: check, explain, convert, learn",
+    ),
+    "serve": (
+        "privsepd.cli.daemon",
+        "main",
+        "daemon mode: one socket per context, peers authorized by SO_PEERCRED",
+    ),
+    "helper": (
+        "privsepd.cli.serve",
+        "helper_main",
+        "spawn mode: serve one client on stdin (run through sudo)",
+    ),
+    "status": (
+        "privsepd.cli.status",
+        "main",
+        "what a running privsepd serve holds: contexts, helpers, sandbox, policy",
+    ),
+    "systemd-unit": (
+        "privsepd.cli.systemd_unit",
+        "main",
+        "print a hardened systemd unit for privsepd serve, fitted to a policy",
+    ),
+}
 
-    return authoring_main(rest)
 
+def _passthrough(name: str, rest: list[str]) -> int:
+    import importlib
 
-def _serve(rest: list[str]) -> int:
-    from privsepd.cli.serve import main as daemon_main
-
-    return daemon_main(rest)
-
-
-def _helper(rest: list[str]) -> int:
-    from privsepd.cli.serve import helper_main
-
-    return helper_main(rest)
-
-
-# Subcommands with their own argument parser get the rest of argv untouched.
-_PASSTHROUGH = {"filters": _filters, "serve": _serve, "helper": _helper}
+    module, function, _ = _PASSTHROUGH[name]
+    return getattr(importlib.import_module(module), function)(rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,31 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
 
-    filters = sub.add_parser(
-        "filters", help="filter authoring: check, explain, convert, learn", add_help=False
-    )
-    filters.add_argument("rest", nargs=argparse.REMAINDER)
-
-    serve = sub.add_parser(
-        "serve",
-        help="daemon mode: one socket per context, peers authorized by SO_PEERCRED",
-        add_help=False,
-    )
-    serve.add_argument("rest", nargs=argparse.REMAINDER)
-
-    helper = sub.add_parser(
-        "helper",
-        help="spawn mode: serve one client on stdin (run through sudo)",
-        add_help=False,
-    )
-    helper.add_argument("rest", nargs=argparse.REMAINDER)
+    for name, (_, _, text) in _PASSTHROUGH.items():
+        passthrough = sub.add_parser(name, help=text, add_help=False)
+        passthrough.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in _PASSTHROUGH:
-        return _PASSTHROUGH[argv[0]](argv[1:])
+        return _passthrough(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     return args.func(args)

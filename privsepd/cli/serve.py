@@ -1,11 +1,12 @@
-"""Daemon mode: ``privsepd serve`` owns one socket per context.
+"""What a daemon-mode or spawn-mode helper is fixed to, and spawn mode itself.
 
-The daemon (root, under systemd) loads root-owned policy once, imports the
-modules that policy names (never a module a client names), and listens on
-``SOCKET_DIR/CONTEXT.sock``. Each connection is authorized by the kernel's
-SO_PEERCRED uid/gid against the context's allow lists; an authorized peer is
-served by a freshly forked helper scoped to that context, so one client's
-helper never sees another's state.
+The daemon (``privsepd serve``, :mod:`privsepd.cli.daemon`; root, under
+systemd) loads root-owned policy, imports the modules that policy names
+(never a module a client names), and listens on ``SOCKET_DIR/CONTEXT.sock``.
+Each connection is authorized by the kernel's SO_PEERCRED uid/gid against the
+context's allow lists; an authorized peer is served by a freshly forked
+helper scoped to that context, so one client's helper never sees another's
+state. ``privsepd helper`` (spawn mode) builds its one helper the same way.
 """
 
 from __future__ import annotations
@@ -15,26 +16,20 @@ import grp
 import logging
 import os
 import pwd
-import selectors
-import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from privsepd.audit import AuditLog
 from privsepd.channel.peer import PeerCredentials, peer_credentials
 from privsepd.channel.protocol import ServerProtocol
-from privsepd.errors import AuditError, PolicyError, PrivsepError
+from privsepd.errors import PolicyError, PrivsepError
 from privsepd.helper.monitor import Entrypoint, HelperSpec, _helper_main
 
 log = logging.getLogger("privsepd.daemon")
 
-SOCKET_DIR = "/run/privsepd"
-# Each connection costs a forked helper: bound what one peer (and all) can hold.
-MAX_HELPERS_PER_UID = 32
-MAX_HELPERS = 512
 DEFAULT_POLICY = ["/etc/privsepd/policy.toml", "/etc/privsepd/policy.d"]
 
 __all__ = ["PeerCredentials", "PeerPolicy", "peer_credentials"]
@@ -151,188 +146,23 @@ def served_context(policy: Any, name: str, listener: socket.socket | None) -> Se
     )
 
 
-class Daemon:
-    """Accepts connections and forks one scoped helper per authorized peer."""
+def serve_connection(
+    served: ServedContext, conn: socket.socket, peer: PeerCredentials, stats: Any = None
+) -> int:
+    """Scope this process to the context and serve ``conn`` until EOF.
 
-    def __init__(
-        self,
-        policy: Any,
-        socket_dir: str = SOCKET_DIR,
-        contexts: Sequence[str] | None = None,
-        max_per_uid: int = MAX_HELPERS_PER_UID,
-        max_total: int = MAX_HELPERS,
-    ) -> None:
-        self.socket_dir = socket_dir
-        self.max_per_uid = max_per_uid
-        self.max_total = max_total
-        self.children: dict[int, int] = {}  # helper pid -> peer uid
-        os.makedirs(socket_dir, mode=0o755, exist_ok=True)
-        # Every context is built (and any policy error raised) before a
-        # socket is created.
-        names = list(contexts) if contexts else sorted(policy.contexts)
-        self.served = [served_context(policy, name, None) for name in names]
-        for served in self.served:
-            path = os.path.join(socket_dir, f"{served.name}.sock")
-            if os.path.exists(path):
-                os.unlink(path)
-            served.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            served.listener.bind(path)
-            # Access is decided per connection from SO_PEERCRED, not by mode.
-            os.chmod(path, 0o666)
-            served.listener.listen(64)
-
-    def serve_forever(self) -> None:
-        selector = selectors.DefaultSelector()
-        for served in self.served:
-            selector.register(served.listener, selectors.EVENT_READ, served)
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        log.info("serving %s in %s", [s.name for s in self.served], self.socket_dir)
-        while True:
-            for key, _ in selector.select(timeout=1.0):
-                self._accept(key.data)
-            self._reap()
-
-    def _accept(self, served: ServedContext) -> None:
-        try:
-            conn, _ = served.listener.accept()
-        except OSError:
-            return
-        peer = peer_credentials(conn)
-        self._reap()
-        reason = None
-        if not served.peers.allows(peer):
-            reason = (
-                f"peer uid {peer.uid} gid {peer.gid} (pid {peer.pid}) "
-                f"is not allowed to use context {served.name!r}"
-            )
-        elif sum(1 for uid in self.children.values() if uid == peer.uid) >= self.max_per_uid:
-            reason = f"peer uid {peer.uid} already has {self.max_per_uid} helper(s)"
-        elif len(self.children) >= self.max_total:
-            reason = f"daemon already runs {self.max_total} helper(s)"
-        if reason is None:
-            # The decision is recorded before a helper exists for this peer.
-            try:
-                served.audit.record(
-                    context=served.name, decision="allow", op="connect", **_peer(peer)
-                )
-            except AuditError as exc:
-                reason = f"refused: {exc}"
-        else:
-            try:
-                served.audit.record(
-                    context=served.name, decision="deny", op="connect", error=reason, **_peer(peer)
-                )
-            except AuditError as exc:
-                log.error("%s", exc)
-        if reason is not None:
-            try:
-                conn.sendall(ServerProtocol(served.name).reject(reason))
-            except OSError:
-                pass
-            conn.close()
-            return
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the helper child
-            status = 70
-            try:
-                for other in self.served:
-                    other.listener.close()
-                status = serve_connection(served, conn, peer)
-            finally:
-                os._exit(status)
-        conn.close()
-        self.children[pid] = peer.uid
-        log.info("context %s: helper pid %d serves peer pid %d", served.name, pid, peer.pid)
-
-    def _reap(self) -> None:
-        for pid in list(self.children):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
-                self.children.pop(pid, None)
-
-
-def serve_connection(served: ServedContext, conn: socket.socket, peer: PeerCredentials) -> int:
-    """Scope this process to the context and serve ``conn`` until EOF."""
+    ``stats`` is where the helper counts its calls (the daemon shares it).
+    """
     from privsepd.context import monitor_factory
 
     factory = monitor_factory(
         served.name, served.table, served.runner_factory, served.audit, _peer(peer)
     )
-    return _helper_main(conn, served.spec, factory, served.audit)
+    return _helper_main(conn, served.spec, factory, served.audit, stats=stats)
 
 
 def _peer(peer: PeerCredentials) -> dict:
     return peer.fields()
-
-
-def main(argv: list[str] | None = None) -> int:
-    from privsepd.policy.loader import load_policy
-
-    parser = argparse.ArgumentParser(
-        prog="privsepd serve",
-        description="Daemon mode: listen on SOCKET_DIR/CONTEXT.sock for every context of the "
-        "policy; authorize each peer by SO_PEERCRED against the context's allow lists and "
-        "serve it from a freshly forked helper scoped to the context. Runs as root.",
-    )
-    parser.add_argument(
-        "--policy",
-        action="append",
-        required=True,
-        metavar="PATH",
-        help="root-owned policy file (.toml, .filters, rootwrap.conf) or drop-in directory; "
-        "may repeat, later files add rules and never widen one",
-    )
-    parser.add_argument(
-        "--socket-dir",
-        default=SOCKET_DIR,
-        metavar="DIR",
-        help=f"where the CONTEXT.sock sockets are created (default: {SOCKET_DIR})",
-    )
-    parser.add_argument(
-        "--context",
-        action="append",
-        metavar="NAME",
-        help="serve only this context of the policy; may repeat (default: every context)",
-    )
-    parser.add_argument(
-        "--max-helpers-per-uid",
-        type=int,
-        default=MAX_HELPERS_PER_UID,
-        metavar="N",
-        help="most helpers one peer uid may hold at once; further connections are refused "
-        f"(default: {MAX_HELPERS_PER_UID})",
-    )
-    parser.add_argument(
-        "--max-helpers",
-        type=int,
-        default=MAX_HELPERS,
-        metavar="N",
-        help=f"most helpers in total (default: {MAX_HELPERS})",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="privsepd: %(message)s")
-    if os.geteuid() != 0:
-        print("privsepd serve: must run as root", file=sys.stderr)
-        return 1
-    from privsepd.policy.modules import install_import_guard
-
-    install_import_guard()  # every module imported from here on is trust-checked
-    try:
-        daemon = Daemon(
-            load_policy(args.policy),
-            args.socket_dir,
-            args.context,
-            args.max_helpers_per_uid,
-            args.max_helpers,
-        )
-    except PrivsepError as exc:
-        print(f"privsepd serve: {exc}", file=sys.stderr)
-        return 2
-    daemon.serve_forever()
-    return 0
 
 
 # ------------------------------------------------------------------ spawn mode

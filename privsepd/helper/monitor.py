@@ -34,8 +34,10 @@ from privsepd.channel.protocol import (
 from privsepd.errors import (
     AuditError,
     ConstraintError,
+    CrossingError,
     DeniedError,
     PrivsepError,
+    ProtocolError,
     ScopingError,
     UnknownFunctionError,
     exception_to_wire,
@@ -162,7 +164,12 @@ class Monitor:
             if operation is None:  # the protocol layer already refuses these
                 raise DeniedError(f"unknown operation {_short(op)}")
             result = operation(request, start, note)
-            check_value(result)
+            try:
+                check_value(result)
+            except ProtocolError as exc:
+                raise CrossingError(
+                    f"result of {_short(request.name)} cannot cross the channel: {exc}", "result"
+                ) from None
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # sys.exit() or argparse in an entrypoint must not kill the
@@ -313,6 +320,8 @@ class HelperSpec:
     limits: Limits = Limits()
     max_workers: int = 8
     log_level: int = logging.INFO
+    handshake_timeout: float = 10.0  # the whole handshake, from serving start
+    frame_timeout: float = 10.0  # a frame once begun
 
 
 class HelperProcess:
@@ -341,7 +350,7 @@ class HelperProcess:
             status = 70
             try:
                 parent_sock.close()
-                status = _helper_main(child_sock, spec, monitor_factory, audit, parent)
+                status = _helper_main(child_sock, spec, monitor_factory, audit, parent=parent)
             finally:
                 os._exit(status)
         if hasattr(gc, "unfreeze"):
@@ -397,12 +406,17 @@ def _helper_main(
     monitor_factory: Callable[[], Monitor],
     audit: AuditLog,
     parent: int | None = None,
+    stats: Any = None,
 ) -> int:
     """Scope this freshly forked process, then serve. Returns the exit status.
 
     ``parent`` is the pid the helper must die with (default: its parent now).
     """
+    # Everything the helper will import, before scoping: afterwards the
+    # interpreter's own files may be out of reach (another uid, Landlock).
+    from privsepd.channel import server as _server  # noqa: F401
     from privsepd.channel.peer import peer_credentials
+    from privsepd.helper import memory  # noqa: F401
     from privsepd.helper.process import scrub_environment
     from privsepd.helper.scoping import enter_scope
 
@@ -450,7 +464,11 @@ def _helper_main(
         except OSError:
             pass
         return 70
-    server = _make_server(sock, protocol, monitor, spec, audit)
+    server = _make_server(sock, protocol, monitor, spec, audit, stats)
+    # SIGTERM drains: calls already read finish and answer, then the helper
+    # exits (the daemon's stop and idle eviction; a client's next write
+    # fails at once, so it knows that call never arrived).
+    signal.signal(signal.SIGTERM, lambda *_: server.drain())
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -470,8 +488,9 @@ def _set_title(spec: HelperSpec) -> None:
         pass  # cosmetic: never a reason to refuse to serve
 
 
-def _make_server(sock, protocol, monitor, spec, audit):
+def _make_server(sock, protocol, monitor, spec, audit, stats=None):
     from privsepd.channel.server import HelperServer
+    from privsepd.helper import memory
 
     peer = monitor.peer
 
@@ -482,4 +501,15 @@ def _make_server(sock, protocol, monitor, spec, audit):
         except AuditError as err:
             log.error("%s", err)
 
-    return HelperServer(sock, protocol, monitor.dispatch, spec.max_workers, on_violation)
+    memory.configure()
+    return HelperServer(
+        sock,
+        protocol,
+        monitor.dispatch,
+        spec.max_workers,
+        on_violation,
+        handshake_timeout=spec.handshake_timeout,
+        frame_timeout=spec.frame_timeout,
+        stats=stats,
+        on_large=memory.release,
+    )

@@ -29,8 +29,15 @@ then
 * anything else (zip imports, custom loaders) is refused.
 
 Modules imported before the guard was installed (the interpreter's own
-start-up, privsepd itself) are checked by :func:`import_trusted` when policy
-names them or a package above them.
+start-up) are checked by :func:`import_trusted` when policy names them or a
+package above them.
+
+privsepd's own package is the one exception: its files are trusted as the
+code already running. Whoever can write them has already chosen what the
+daemon runs, so checking them again would refuse nothing an attacker
+needs, and only break a privsepd run from a checkout in an untrusted place
+(a clone under ``/tmp``). ``privsepd serve`` and ``privsepd helper`` warn
+when their own package fails the trust rule (:func:`own_package_problem`).
 """
 
 from __future__ import annotations
@@ -58,6 +65,21 @@ _SOURCE = tuple(importlib.machinery.SOURCE_SUFFIXES)
 _BYTECODE = tuple(importlib.machinery.BYTECODE_SUFFIXES)
 _EXTENSION = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 _INTERPRETER = ("built-in", "frozen")
+_OWN_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _is_own(path: str) -> bool:
+    """``path`` is a file of the running privsepd package (see the module docstring)."""
+    return os.path.abspath(path).startswith(_OWN_PACKAGE)
+
+
+def own_package_problem(trust: Trust = ROOT_ONLY) -> str | None:
+    """Why privsepd's own package fails the trust rule, or None when it passes."""
+    try:
+        check_trusted(_OWN_PACKAGE.rstrip(os.sep), trust)
+    except PolicyError as exc:
+        return str(exc)
+    return None
 
 
 def _untrusted(module: str, exc: PolicyError) -> PolicyError:
@@ -228,6 +250,8 @@ class ModuleTrustGuard(importlib.abc.MetaPathFinder):
     def _checked(self, fullname: str, spec: Any) -> Any:
         if spec.origin in _INTERPRETER:
             return spec
+        if spec.origin and spec.has_location and _is_own(spec.origin):
+            return spec
         if spec.origin is None or not spec.has_location:
             locations = spec.submodule_search_locations
             if spec.origin is None and locations is not None:
@@ -262,10 +286,22 @@ class ModuleTrustGuard(importlib.abc.MetaPathFinder):
 
 
 def install_import_guard(trust: Trust = ROOT_ONLY) -> ModuleTrustGuard:
-    """Put a guard first on ``sys.meta_path`` for the rest of the process."""
+    """Put a guard first on ``sys.meta_path`` for the rest of the process.
+
+    Warns (logger ``privsepd.daemon``) when privsepd's own package fails the
+    trust rule: it is then the operator's install, not policy, that decides
+    what runs as root.
+    """
     for finder in sys.meta_path:
         if isinstance(finder, ModuleTrustGuard):
             return finder
+    problem = own_package_problem(trust)
+    if problem is not None:
+        import logging
+
+        logging.getLogger("privsepd.daemon").warning(
+            "privsepd itself is installed where a non-root user may write: %s", problem
+        )
     guard = ModuleTrustGuard(trust)
     sys.meta_path.insert(0, guard)
     return guard
@@ -294,6 +330,8 @@ def check_loaded(module: ModuleType, trust: Trust = ROOT_ONLY) -> None:
     spec = getattr(module, "__spec__", None)
     origin = getattr(spec, "origin", None)
     if origin in _INTERPRETER:
+        return
+    if origin and getattr(spec, "has_location", False) and _is_own(origin):
         return
     paths: list[str] = []
     if origin is None or not getattr(spec, "has_location", False):

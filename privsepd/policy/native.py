@@ -94,6 +94,7 @@ class ContextSpec:
     sandbox: SandboxSpec = SandboxSpec()
     files: Files | None = None
     source: Source | None = field(default=None, compare=False)
+    max_frame: int | None = None  # bytes per frame, both ways (default 4 MiB)
 
 
 @dataclass(frozen=True)
@@ -395,6 +396,11 @@ _ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _IDENT = re.compile(r"[A-Za-z_]\w*", re.ASCII)
 
+# Bounds of a context's max_frame: room for any error message, and below
+# what one decoded frame may reasonably cost the helper.
+MIN_FRAME = 64 * 1024
+MAX_FRAME = 256 * 1024 * 1024
+
 _TOP_KEYS = frozenset({"context", "function", "command"})
 _CONTEXT_KEYS = frozenset(
     {
@@ -411,6 +417,7 @@ _CONTEXT_KEYS = frozenset(
         "audit",
         "sandbox",
         "files",
+        "max_frame",
     }
 )
 _FILES_KEYS = frozenset({"read", "write", "without_landlock"})
@@ -594,6 +601,14 @@ class _Reader:
             kw["sandbox"] = self.read_sandbox(t["sandbox"], (*where, "sandbox"))
         if "files" in t:
             kw["files"] = self.read_files(t["files"], (*where, "files"))
+        if "max_frame" in t:
+            size = self.typed(t, "max_frame", int, "a number of bytes", where)
+            if not MIN_FRAME <= size <= MAX_FRAME:
+                raise self.error(
+                    f"max_frame must be between {MIN_FRAME} and {MAX_FRAME} bytes, got {size}",
+                    (*where, "max_frame"),
+                )
+            kw["max_frame"] = size
         return ContextSpec(**kw)
 
     def read_files(self, body: Any, where: tuple) -> Files | None:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import needs_posix_spawn, require_root
+from conftest import needs_posix_spawn, require_root, trusted_tree
 
 try:
     import tomllib
@@ -165,7 +165,7 @@ def test_the_migrated_agent_runs_spawned_with_the_shipped_policy(policy_dir, tmp
         sys.executable,
         "-c",
         BOOT,
-        str(EXAMPLE / "after"),
+        str(trusted_tree(EXAMPLE / "after")),
         "helper",
         "--policy",
         str(policy_dir),
@@ -196,7 +196,7 @@ def test_the_rootwrap_client_runs_the_converted_command(policy_dir):
         sys.executable,
         "-c",
         BOOT,
-        str(EXAMPLE / "after"),
+        str(trusted_tree(EXAMPLE / "after")),
         "helper",
         "--policy",
         str(policy_dir),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import spawnsvc
-from conftest import in_child, needs_posix_spawn, proc_status, wait_listening
+from conftest import in_child, needs_posix_spawn, proc_status, trusted_tree, wait_listening
 from oslo_config import cfg
 from svcdeps.netlink import NetlinkError
 
@@ -58,7 +58,7 @@ name = "spawnsvc:other_whoami"
 
 
 def privsepd_command(*args: str) -> list[str]:
-    return [sys.executable, "-c", BOOT, str(HERE), *args]
+    return [sys.executable, "-c", BOOT, str(trusted_tree(HERE)), *args]
 
 
 @pytest.fixture

@@ -415,7 +415,7 @@ def test_helper_dies_with_its_client_process(tmp_path):
             with open(f"/proc/{helper_pid}/status") as f:
                 if "State:\tZ" in f.read():
                     break
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone before or during the read
             break
         time.sleep(0.02)
     else:
@@ -451,7 +451,7 @@ def _state(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before or during the read
         return "gone"
 
 

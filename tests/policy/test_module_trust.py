@@ -12,6 +12,7 @@ import importlib.util
 import marshal
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -274,3 +275,49 @@ def test_a_user_owned_namespace_package_imported_by_a_trusted_module_is_refused(
     with pytest.raises(UnsafePolicyError, match=str(namespace)):
         import_trusted("psd_uses_ns")
     assert not marker.exists()
+
+
+# -- privsepd's own package -------------------------------------------------------
+
+_OWN_PACKAGE_PROBE = r"""
+import logging, sys
+sys.path.insert(0, sys.argv[1])
+logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+from privsepd.policy.modules import install_import_guard
+install_import_guard()
+import privsepd.context  # its own code, lazily imported by the daemon: loads
+assert privsepd.context.__file__.startswith(sys.argv[1]), privsepd.context.__file__
+try:
+    import planted_beside_privsepd  # same untrusted directory, not privsepd: refused
+except Exception as exc:
+    print("REFUSED", type(exc).__name__, exc)
+else:
+    print("LOADED planted_beside_privsepd")
+"""
+
+
+def test_privsepd_run_from_an_untrusted_checkout_loads_its_own_modules_and_warns(tmp_path):
+    """A checkout under /tmp: its own modules are the code already running (they
+    load), a module planted beside it is still refused, and the daemon warns."""
+    import privsepd
+
+    checkout = tmp_path / "checkout"
+    shutil.copytree(
+        os.path.dirname(privsepd.__file__),
+        checkout / "privsepd",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    (checkout / "planted_beside_privsepd.py").write_text("print('PLANTED CODE RAN')\n")
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", _OWN_PACKAGE_PROBE, str(checkout)],
+        cwd=str(checkout),
+        env={"PATH": os.defpath},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "PLANTED CODE RAN" not in result.stdout
+    assert "REFUSED" in result.stdout and "planted_beside_privsepd" in result.stdout
+    assert "privsepd itself is installed where a non-root user may write" in result.stderr
+    assert str(tmp_path) in result.stderr or "/tmp" in result.stderr

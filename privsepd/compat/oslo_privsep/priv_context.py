@@ -387,7 +387,11 @@ class PrivContext:
         ctx.capabilities = parse_capabilities([_caps.CAPS_BYVALUE[c] for c in caps])
         ctx.user = self._option("user")
         ctx.group = self._option("group")
-        ctx.max_workers = int(self.conf.thread_pool_size)
+        # privsepd starts helper workers on demand, up to this many. At least
+        # 4: calls that timed out are bounded to half the workers, and oslo's
+        # helper runs the next call to an entrypoint whose previous call
+        # timed out (with 2 workers privsepd would hold it back).
+        ctx.max_workers = max(4, int(self.conf.thread_pool_size))
         ctx.logger = logging.getLogger(self._option("logger_name"))
         # Like oslo's forked daemon, the helper keeps the service's log level
         # and its records reach the service's loggers by name.
