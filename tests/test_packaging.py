@@ -193,7 +193,7 @@ def test_sysusers_file_creates_the_privsepd_system_user(tmp_path):
 
 
 def test_tmpfiles_file_creates_the_socket_directory_root_owned_0755(tmp_path):
-    from privsepd.cli.serve import SOCKET_DIR
+    from privsepd.cli.status import SOCKET_DIR
 
     tool = shutil.which("systemd-tmpfiles")
     require_feature(tool is not None, "systemd-tmpfiles (Debian package systemd)")
