@@ -664,11 +664,15 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+# Linux's value; PyPy 3.9's select module does not name it.
+_POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)
+
+
 def _hung_up(conn: socket.socket) -> bool:
     """Has the peer already closed its end (nobody left to serve)?"""
     poller = select.poll()
-    poller.register(conn, select.POLLRDHUP)
-    return any(event & (select.POLLHUP | select.POLLRDHUP) for _, event in poller.poll(0))
+    poller.register(conn, _POLLRDHUP)
+    return any(event & (select.POLLHUP | _POLLRDHUP) for _, event in poller.poll(0))
 
 
 def _drain_pipe(fd: int) -> None:
