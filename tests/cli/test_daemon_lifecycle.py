@@ -20,7 +20,7 @@ import threading
 import time
 
 import pytest
-from conftest import in_child
+from conftest import cpython_calibrated, in_child
 
 from privsepd import (
     CallTimeout,
@@ -394,6 +394,7 @@ def test_status_shows_contexts_sockets_helpers_sandbox_and_policy_stamps(serve):
     ctx.stop()
 
 
+@cpython_calibrated
 def test_status_counts_calls_in_flight_and_those_running_past_the_context_timeout(serve):
     daemon = serve(timeout=0.5).start()
     ctx = daemon.client(timeout=10)
@@ -470,6 +471,7 @@ def test_helpers_with_calls_in_flight_are_never_evicted(serve):
         ctx.stop()
 
 
+@cpython_calibrated
 def test_a_flood_of_idle_half_handshakes_does_not_lock_out_a_real_client(serve):
     daemon = serve("--max-helpers-per-uid", "8", "--idle-evict-after", "0.3").start()
     flood = []
