@@ -167,7 +167,9 @@ def test_only_helper_died_errors_leave_calls_while_the_helper_is_killed_every_20
         t.join(30)
     assert wrong == []
     assert set(outcomes) <= {"ok", "HelperDiedError"}, outcomes
-    assert outcomes["ok"] > 1000
+    # Enough calls succeeded between kills to make the run mean something
+    # (about 2,000 on an idle 2-vCPU machine, 900 under CI load).
+    assert outcomes["ok"] > 200
     assert echo("after") == "after"
     ctx.stop()
     assert _zombie_children() == []
@@ -249,7 +251,7 @@ def test_a_call_in_flight_when_its_helper_is_killed_fails_and_is_not_run_again(t
     thread = threading.Thread(target=lambda: box.append(_outcome(nap, 2.0, mark)))
     thread.start()
     deadline = time.monotonic() + 5
-    while not os.path.exists(mark):
+    while not (os.path.exists(mark) and os.path.getsize(mark)):  # written, not just opened
         assert time.monotonic() < deadline
         time.sleep(0.01)
     os.kill(pid, 9)
