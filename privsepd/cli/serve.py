@@ -258,8 +258,13 @@ def _refuse_spawn(
     the policy cannot be read or has no such context. It names the peer as
     far as the kernel told us (nothing when stdin is no socket).
     """
+    import signal
+
     from privsepd.errors import AuditError
 
+    # Refused because a file-size limit could not be restored: a record past
+    # it must fail as EFBIG (AuditError, said below), not kill us mid-write.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     fields: dict[str, Any] = {
         "context": context,
         "decision": "deny",
