@@ -142,7 +142,8 @@ text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 scalar = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | text
 toml_scalar = scalar.filter(lambda v: v is not None)
 junk = st.recursive(toml_scalar, lambda i: st.lists(i, max_size=3), max_leaves=5)
-PATTERNS = ["[a-z]+", "\\d+", "(", "a|b", ".*", "(a+)+b", "[0-9]{1,3}", "(?i)x", "x{2,1}"]
+PATTERNS = ["[a-z]+", "\\d+", "(", "a|b", ".*", "(a+)+b", "[0-9]{1,3}", "(?i)x", "x{2,1}",
+            "a{4294967296}", "(?u)x", "(?L)x", "(" * 600 + ")" * 600]  # fmt: skip
 constraint = st.recursive(
     st.one_of(
         st.builds(lambda p, m: {"regex": p, **m}, st.sampled_from(PATTERNS) | text,
