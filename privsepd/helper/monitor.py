@@ -125,6 +125,7 @@ class Monitor:
         self._run_command = run_command
         self._audit = audit or AuditLog()
         self._peer = dict(peer or {})
+        self._share_peer()
         self._operations: Mapping[str, Callable[[Request, float, _Note], Any]] = MappingProxyType(
             {
                 OP_PING: self._op_ping,
@@ -142,6 +143,12 @@ class Monitor:
         """Set the peer fields once the helper knows who it serves (before serving)."""
         if not self._peer:
             self._peer = dict(peer)
+            self._share_peer()
+
+    def _share_peer(self) -> None:
+        """A runner that writes its own command records names the same peer."""
+        if self._peer and isinstance(getattr(self._run_command, "peer", None), dict):
+            self._run_command.peer = dict(self._peer)  # type: ignore[union-attr]
 
     def dispatch(self, request: Request) -> tuple[bool, Any]:
         """Run one request; never raises. Returns (ok, result-or-error-triple)."""
