@@ -111,11 +111,12 @@ class Regex(Constraint):
 
     ``fullmatch`` must consume the entire value, so ``'[a-z]+$'`` does not
     admit ``'abc\\n'`` as oslo.rootwrap's ``re.match(pattern + '$')`` does.
-    Values longer than ``max_len`` are refused before matching, which bounds
-    the cost of matching, though a pattern that nests unbounded repeats
-    (``(a+)+``) still takes time exponential in the length (``filters check``
-    reports it as ``loose-regex``). Compiled by :func:`privsepd.regex.compile_regex`:
-    any pattern re cannot compile is a PolicyError. Classes are ASCII
+    Values longer than ``max_len`` are refused before matching, and a pattern
+    whose matching time can be exponential in the value's length (``(a+)+``,
+    ``(a|a)*``: :func:`privsepd.regex.exponential_reason`) is refused here,
+    since a helper cannot interrupt a match. Compiled by
+    :func:`privsepd.regex.compile_regex`: any pattern re cannot compile is a
+    PolicyError. Classes are ASCII
     (``re.ASCII``): ``\\d`` is ``[0-9]``, not also ``'١٢٣'`` or ``'１２'``, which
     ``int()`` and many programs read as digits too.
     """
@@ -125,7 +126,8 @@ class Regex(Constraint):
     def __init__(self, pattern: str, max_len: int = DEFAULT_MAX_LEN):
         if type(pattern) is not str:
             raise PolicyError(f"regex pattern must be a string, got {pattern!r}")
-        self._compiled = compile_regex(pattern, re.ASCII)  # any failure: PolicyError
+        # any failure, or exponential matching time: PolicyError
+        self._compiled = compile_regex(pattern, re.ASCII, refuse_exponential=True)
         self.pattern = pattern
         self.max_len = _check_max_len(max_len)
 

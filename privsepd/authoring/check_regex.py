@@ -9,21 +9,17 @@ comes with a concrete argument the rule admits.
 
 from __future__ import annotations
 
-import re
-import sys
-from typing import Any
-
 from privsepd.authoring.check_base import under_world_writable
 from privsepd.errors import PolicyError
-from privsepd.regex import compile_regex
+from privsepd.regex import compile_regex, sre_parser
 
 __all__ = [
     "admits",
     "admits_injection",
-    "backtracking",
     "examples",
     "literal_prefix",
     "probe_path",
+    "sre_parser",
     "top_level_branch",
 ]
 
@@ -37,15 +33,6 @@ def admits(pattern: str, value: str) -> bool:
         )
     except PolicyError:  # does not compile: the rule never matches
         return False
-
-
-def sre_parser() -> Any:
-    """The regex parser module: re._parser since 3.11, sre_parse before."""
-    if sys.version_info >= (3, 11):
-        from re import _parser  # type: ignore[attr-defined]
-    else:
-        import sre_parse as _parser
-    return _parser
 
 
 def literal_prefix(pattern: str) -> str:
@@ -166,80 +153,6 @@ def examples(pattern: str) -> list[str]:
     except Exception:  # noqa: BLE001 - exotic constructs: no examples
         return []
     return [e for e in dict.fromkeys(found) if admits(pattern, e)]
-
-
-def backtracking(pattern: str) -> bool:
-    """True for an unbounded repeat of something that itself repeats unboundedly.
-
-    ``([^/]+/?)*`` can split a long argument in exponentially many ways; a
-    body that starts with a separator its inner repeats cannot consume
-    (``(/[a-z]+)*``) cannot, and is not reported.
-    """
-    sre, tree = _parse(pattern)
-    if tree is None:
-        return False
-    repeats = (sre.MAX_REPEAT, sre.MIN_REPEAT)
-
-    def admits_char(op, av, ch: str) -> bool:
-        if op is sre.LITERAL:
-            return chr(av) == ch
-        if op is sre.NOT_LITERAL:
-            return chr(av) != ch
-        if op is sre.ANY:
-            return ch != "\n"
-        if op is sre.IN:
-            negate = any(o is sre.NEGATE for o, _ in av)
-            hit = False
-            for o, v in av:
-                if o is sre.LITERAL and chr(v) == ch:
-                    hit = True
-                elif o is sre.RANGE and v[0] <= ord(ch) <= v[1]:
-                    hit = True
-                elif o is sre.CATEGORY:
-                    hit = hit or re.fullmatch(r"[\d\w\s]", ch) is not None
-            return hit != negate
-        return True  # groups, branches: assume the worst
-
-    def inner_repeats(data, sep: str | None) -> bool:
-        for op, av in data:
-            if op in repeats:
-                lo, hi, sub = av
-                if hi == sre.MAXREPEAT and (
-                    sep is None or any(admits_char(o, v, sep) for o, v in sub.data)
-                ):
-                    return True
-                if inner_repeats(sub.data, sep):
-                    return True
-            elif op is sre.SUBPATTERN:
-                if inner_repeats(av[-1].data, sep):
-                    return True
-            elif op is sre.BRANCH:
-                if any(inner_repeats(alt.data, sep) for alt in av[1]):
-                    return True
-        return False
-
-    def walk(data) -> bool:
-        for op, av in data:
-            if op in repeats:
-                lo, hi, sub = av
-                body = sub.data
-                if len(body) == 1 and body[0][0] is sre.SUBPATTERN:
-                    body = body[0][1][-1].data
-                if hi == sre.MAXREPEAT:
-                    sep = chr(body[0][1]) if body and body[0][0] is sre.LITERAL else None
-                    if inner_repeats(body, sep):
-                        return True
-                if walk(sub.data):
-                    return True
-            elif op is sre.SUBPATTERN:
-                if walk(av[-1].data):
-                    return True
-            elif op is sre.BRANCH:
-                if any(walk(alt.data) for alt in av[1]):
-                    return True
-        return False
-
-    return walk(tree.data)
 
 
 _ANY_PATHS = ("/etc/shadow", "/root/.ssh/authorized_keys")

@@ -25,7 +25,6 @@ from privsepd.authoring.check_programs import (
 from privsepd.authoring.check_regex import (
     admits,
     admits_injection,
-    backtracking,
     literal_prefix,
     probe_path,
     top_level_branch,
@@ -34,6 +33,7 @@ from privsepd.authoring.check_trust import check_exec_dir, user_writable_base
 from privsepd.errors import PolicyError
 from privsepd.policy.filters import EnvFilter, Filter, dangerous_env_name
 from privsepd.policy.rootwrap import PolicyWarning, lint_filter, parse_config, parse_filters
+from privsepd.regex import exponential_reason
 
 __all__ = ["add_config", "add_filters", "lint_rule", "load_warning"]
 
@@ -269,14 +269,16 @@ def _regexp_filter(checker: CheckState, filt: Filter) -> None:
     info = program_info(filt.exec_path)
     category = info[0] if info else None
     for i, pattern in enumerate(patterns):
-        if backtracking(pattern):
+        why = exponential_reason(pattern)
+        if why is not None:
             checker.on(
                 filt,
                 "loose-regex",
                 "warning",
-                f"argument {i} pattern {pattern!r} nests unbounded repeats",
-                "a long crafted argument makes matching take exponential time, stalling "
-                "every command the service runs (the shim is on its hot path)",
+                f"argument {i} pattern {pattern!r} backtracks exponentially: {why}",
+                "a crafted argument of a few dozen characters makes matching take hours: "
+                "privsepd-rootwrap denies after its CPU bound, a helper's worker stalls "
+                "with the GIL held",
                 "rewrite without a repeat inside a repeat, e.g. [^\\0]+ instead of ([^/]+/?)*",
             )
         if top_level_branch(pattern):

@@ -348,7 +348,11 @@ def _lower_nofile(limit: int) -> None:
 
 def explain(loaded: Loaded, argv: list[str]) -> int:
     """Print the decision, the winning rule and every candidate; run nothing."""
-    decision = loaded.index.match(argv)
+    decision = _bounded_match(loaded.index, argv)
+    if decision is None:
+        from privsepd.cli.rootwrap_policy import RC_UNAUTHORIZED
+
+        raise _Exit(RC_UNAUTHORIZED, _timeout_denial(argv))
     out = sys.stdout.write
     out(f"command:  {argv!r}\n")
     out(f"decision: {'allow' if decision.allowed else 'deny'} ({decision.outcome})\n")
@@ -486,6 +490,55 @@ def _pin_paths(plan, userargs: list[str], config, execname: str) -> None:  # noq
     plan.fds = tuple(fds)
 
 
+#: CPU seconds one decision may take. Real decisions take milliseconds; a
+#: rootwrap pattern with nested repeats (``(a+)+$``, loaded for oslo
+#: compatibility) can take hours on a crafted argument, as root, and sudo's
+#: caller cannot signal the shim. ITIMER_PROF counts this process's CPU time,
+#: so a loaded machine does not turn a slow-but-honest decision into a denial.
+DECISION_CPU_SECONDS = 1.0
+
+
+class _DecisionTimeout(BaseException):
+    """Raised by the SIGPROF handler inside a match; not an Exception, so no
+    ``except Exception`` in the matcher can turn it into a verdict."""
+
+
+def _bounded_match(index, argv: list[str]):  # noqa: ANN001, ANN202
+    """``index.match(argv)``, or None when it used DECISION_CPU_SECONDS of CPU.
+
+    re's matcher checks for signals every few thousand steps (CPython 3.9 to
+    3.13), so the handler's exception interrupts a backtracking match. The
+    handler is disarmed before the timer is cancelled: a SIGPROF already in
+    flight then does nothing.
+    """
+    import signal
+
+    armed = [True]
+
+    def expire(signum, frame):  # noqa: ANN001
+        if armed[0]:
+            raise _DecisionTimeout
+
+    previous = signal.signal(signal.SIGPROF, expire)
+    try:
+        try:
+            signal.setitimer(signal.ITIMER_PROF, DECISION_CPU_SECONDS)
+            return index.match(argv)
+        finally:
+            armed[0] = False
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, previous)
+    except _DecisionTimeout:
+        return None
+
+
+def _timeout_denial(userargs: list[str]) -> str:
+    return (
+        f"Unauthorized command: {' '.join(userargs)} (deciding took more than "
+        f"{DECISION_CPU_SECONDS:g} s of CPU: a filter's regex backtracks on this argument)"
+    )
+
+
 def _main(execname: str, args: list[str]) -> int:
     _check_sudo_environment()
     import signal
@@ -505,7 +558,21 @@ def _main(execname: str, args: list[str]) -> int:
     config = loaded.config
     if config is not None:
         _lower_nofile(config.rlimit_nofile)
-    decision = loaded.index.match(userargs)
+    decision = _bounded_match(loaded.index, userargs)
+    if decision is None:
+        from privsepd.cli.rootwrap_policy import RC_UNAUTHORIZED
+
+        msg = _timeout_denial(userargs)
+        if config is not None:
+            _syslog(config, execname, 40, msg)
+        reason = f"decision exceeded {DECISION_CPU_SECONDS:g} s of CPU (regex backtracking)"
+        from privsepd.errors import AuditError
+
+        try:
+            _audit(decision="deny", argv=userargs, reason=reason, rc=RC_UNAUTHORIZED)
+        except AuditError as exc:
+            raise _Exit(RC_UNAUTHORIZED, msg, f"and the denial was not audited: {exc}") from None
+        raise _Exit(RC_UNAUTHORIZED, msg)
     if not decision.allowed:
         msg = decision.message
         if config is not None:

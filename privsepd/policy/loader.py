@@ -18,6 +18,7 @@ are matched after the rules loaded before them (first match wins).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from privsepd.policy.native import (
 )
 from privsepd.policy.rootwrap import PolicyWarning, parse_filters
 from privsepd.policy.trust import ROOT_ONLY, Trust, check_trusted, read_trusted
+from privsepd.regex import exponential_reason, show_pattern
 
 __all__ = ["DROPIN_SUFFIXES", "Policy", "load_policy"]
 
@@ -113,7 +115,10 @@ class _Merger:
         text = read_trusted(path, self.trust)
         self.policy.files.append(path)
         if path.endswith(".filters"):
-            self.policy.filters.extend(parse_filters(text, path, self.policy.warnings))
+            filters = parse_filters(text, path, self.policy.warnings)
+            for filt in filters:
+                _warn_exponential(filt, self.policy.warnings)
+            self.policy.filters.extend(filters)
             return
         self.merge(parse_policy(text, path))
 
@@ -153,6 +158,28 @@ class _Merger:
                     line=(src.line or None) if src else None,
                 )
         return p
+
+
+def _warn_exponential(filt: Filter, warnings: list[PolicyWarning]) -> None:
+    """Log and record a rootwrap pattern whose matching time can be exponential.
+
+    Such a ``.filters`` rule still loads (oslo compatibility), but a helper
+    cannot interrupt a match that holds the GIL: the operator must hear of it
+    at load time (native policy refuses such patterns outright).
+    """
+    if filt.kind not in ("RegExpFilter", "ChainingRegExpFilter"):
+        return
+    for i, pattern in enumerate(filt.args):
+        why = exponential_reason(pattern)
+        if why is None:
+            continue
+        src = filt.source
+        message = (
+            f"{src.name} argument {i}: regex {show_pattern(pattern)} backtracks "
+            f"exponentially: {why}"
+        )
+        warnings.append(PolicyWarning("loose-regex", message, src.path, src.line))
+        logging.getLogger("privsepd.policy").warning("%s:%s: %s", src.path, src.line, message)
 
 
 def load_policy(paths: Sequence[str], trust: Trust = ROOT_ONLY) -> Policy:
