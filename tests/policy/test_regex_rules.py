@@ -197,16 +197,3 @@ def test_an_ordinary_pattern_is_unaffected(tmp_path):
     _, index = load(tmp_path, "e: RegExpFilter, /bin/echo, root, echo, [0-9]+\n")
     assert index.match(["echo", "42"]).allowed
     assert index.match(["echo", "4x"]).trace[0].miss.code == "argument"
-
-
-@pytest.mark.parametrize("pattern, loose", [("(a+)+", True), ("[a-z]+(/[a-z]+)*", False)])
-def test_check_reports_a_native_regex_whose_matching_time_is_exponential(tmp_path, pattern, loose):
-    path = tmp_path / "p.toml"
-    path.write_text(
-        f'[[command]]\nname = "re"\nexec = "/bin/echo"\nargs = [{{ regex = {_toml(pattern)} }}]\n'
-    )
-    report = check_paths([str(path)], ownership=False)
-    found = [f for f in report.findings if f.code == "loose-regex"]
-    assert bool(found) == loose, report.findings
-    if loose:
-        assert "nests unbounded repeats" in found[0].problem and "exponential" in found[0].attack
