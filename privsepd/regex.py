@@ -322,7 +322,11 @@ class _Analysis:
                 lo, hi, body = av
                 if lo < hi:
                     yield (op, av), pre, post
-                yield from self.variable_parts(body, pre, post)
+                if hi > 1:  # inside it, another repetition of its body may follow or precede
+                    again = [(sre.MAX_REPEAT, (0, 1, body))]
+                    yield from self.variable_parts(body, pre + again, again + post)
+                else:
+                    yield from self.variable_parts(body, pre, post)
             elif op is sre.SUBPATTERN:
                 yield from self.variable_parts(av[-1], pre, post)
             elif op is sre.BRANCH:
@@ -376,15 +380,20 @@ class _Analysis:
             else:
                 into = self.chars(av[2])
                 unbounded = av[1] > 1
+            inner = _show_items(self.sre, [(op, av)])
+            if op is not self.sre.BRANCH and self.nullable(av[2]):
+                return (
+                    f"nested repeats: {inner} inside {outer} can match the empty string in "
+                    "more than one way (no repetition, or one that matches nothing), so each "
+                    f"repetition of {outer} can; make the inner repeat's body match at least "
+                    "one character ((a?)* is a*, (a*)? is a*)"
+                )
             between = post + pre  # the rest of this repetition, then the start of the next
             nxt = self.first(between)
-            if self.nullable(between):
-                if not unbounded:
-                    continue  # re never repeats an empty match: (a?)* matches one way
+            if unbounded and self.nullable(between):
                 nxt |= self.first([(op, av)])  # the same part, one repetition on
             if not (into & nxt):
-                continue
-            inner = _show_items(self.sre, [(op, av)])
+                continue  # (a?)* and (a?b?)*: re never repeats an empty match
             return (
                 f"nested repeats: {inner} inside {outer} can also match the text between "
                 "two repetitions, so a string that almost matches splits among the "

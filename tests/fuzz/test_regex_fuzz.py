@@ -19,7 +19,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from privsepd.errors import PolicyError
-from privsepd.regex import compile_regex
+from privsepd.regex import compile_regex, exponential_reason
 
 FLAGS = st.sampled_from([0, re.ASCII, re.IGNORECASE, re.ASCII | re.IGNORECASE])
 ALPHABET = "()[]{}|*+?\\^$.,-:<>=!#0123456789aLuimsxPN "
@@ -61,3 +61,54 @@ def check(text: str, flags: int) -> None:
 @example(text="x" * 5000, flags=0)
 def test_fuzz_compile_regex_compiles_or_refuses_with_policy_error(text, flags):
     check(text, flags)
+
+
+# -- matching time: exponential_reason has no false negatives on small patterns ----
+
+ATOMS = ["a", "b", "/", "1", " ", "[a-z]", "[ab]", "\\d", "\\s", ".", "a?", "(?:)"]
+#: Arguments that almost match: one repeated character or pair, then a stop.
+CRAFTED = [c * 28 + "!" for c in "ab/1 "] + [s * 14 + "!" for s in ("ab", "a/", "a1", "1a", "/a")]
+
+
+def _regex(depth: int = 0) -> st.SearchStrategy[str]:
+    if depth >= 3:
+        return st.sampled_from(ATOMS)
+    sub = st.deferred(lambda: _regex(depth + 1))
+    return st.one_of(
+        st.sampled_from(ATOMS),
+        st.builds(lambda a, b: a + b, sub, sub),
+        st.builds(lambda a, b: f"({a}|{b})", sub, sub),
+        st.builds(
+            lambda a, q: f"({a}){q}", sub, st.sampled_from(["*", "+", "?", "{0,3}", "{2}", "*?"])
+        ),
+    )
+
+
+small_regex = st.builds(lambda p, outer: f"({p})+$" if outer else p + "$", _regex(), st.booleans())
+
+
+@budget(300)
+@given(text=small_regex)
+@example(text="((a?){2})+$")  # an optional part beside itself inside a fixed repeat
+@example(text="(/(a?)*)+$")  # a nullable inner repeat: empty two ways per repetition
+@example(text="(((?:))?1)+$")  # an optional empty group: the same
+@example(text="(a?((?:)|a)((b){2})?)+$")  # an optional part before an optional alternative
+@example(text="(\\s*,\\s*)*$")  # two inner repeats meeting across the boundary
+@example(text="(a|a)*$")
+def test_fuzz_a_pattern_not_flagged_exponential_matches_crafted_arguments_quickly(text):
+    why = exponential_reason(text)
+    if why is not None:
+        assert "inside" in why or "alternatives" in why, why
+        return
+    compiled = re.compile(text)
+    with bounded():
+        for argument in CRAFTED:
+            compiled.match(argument)
+
+
+@budget(200)
+@given(text=st.text(ALPHABET, max_size=40) | st.text(max_size=40))
+def test_fuzz_exponential_reason_answers_for_any_text(text):
+    with bounded():
+        why = exponential_reason(text)
+    assert why is None or isinstance(why, str)
