@@ -439,12 +439,13 @@ def exponential_reason(pattern: str, flags: int = 0) -> str | None:
 
     A static check over re's parse tree, for each repeat that may run more
     than once: (1) two alternatives inside it can start with the same
-    character or both match nothing (``(a|a)*``, ``(\\w|\\d)+``); (2) a part
+    character or both match nothing (``(a|a)*``, ``(a|b|ab)*``); (2) a part
     of variable length inside it (an inner repeat, an optional alternative)
     can also take the text between two repetitions (``(a+)+``,
-    ``(\\w+\\s?)*``, ``(aa?)+``, ``(.*a){12}``). ``(/[a-z]+)+`` passes: the
+    ``(\\w+\\s?)*``, ``(aa?)+``, ``(.*a){12}``); (3) an inner repeat's body can
+    match nothing (``(/(a?)*)+``: empty two ways). ``(/[a-z]+)+`` passes: the
     inner repeat cannot take the ``/`` that starts the next repetition.
-    Conservative (a few unambiguous patterns are flagged, e.g. ``(ab|ac?)+``);
+    Conservative (a few unambiguous patterns are flagged, e.g. ``(a+ab)+``);
     a pattern ``compile_regex`` refuses, or one that does not parse, is not
     judged here (None).
     """
