@@ -527,7 +527,8 @@ def _bounded_match(index, argv: list[str]):  # noqa: ANN001, ANN202
         finally:
             armed[0] = False
             signal.setitimer(signal.ITIMER_PROF, 0)
-            signal.signal(signal.SIGPROF, previous)
+            if previous is not None:  # None: a handler installed outside Python; keep ours
+                signal.signal(signal.SIGPROF, previous)
     except _DecisionTimeout:
         return None
 
