@@ -395,6 +395,32 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
 
 
+def console_main() -> int:
+    """The ``privsepd-rootwrap`` console script: :func:`main`, then leave at once.
+
+    Interpreter finalization (tearing down every module, a last garbage
+    collection) costs more CPU than the shim's own work, and by the time
+    :func:`main` returns there is nothing left for it to do: the command was
+    waited for, audit records went out through ``os.write``/``send`` (no
+    buffers), and this path starts no thread and registers no atexit hook.
+    So stdio is flushed and the process calls ``os._exit`` with the code. Whenever
+    that is not certain (a flush fails, an atexit hook or threading is
+    loaded: the full-load path imports logging), Python exits normally.
+    """
+    rc = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 -- let the normal exit report it
+        return rc
+    import atexit
+
+    pending = getattr(atexit, "_ncallbacks", None)  # CPython; elsewhere: exit normally
+    if pending is None or pending() or "threading" in sys.modules:
+        return rc
+    os._exit(rc & 0xFF)
+
+
 # Variables that change what a Python interpreter loads or executes. sudo's
 # default env_reset removes them all; if one reaches us under sudo, the
 # sudoers policy lets the caller steer a root interpreter, and it is already
