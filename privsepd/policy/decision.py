@@ -120,7 +120,7 @@ class Decision:
         return self._values() == other._values()
 
     def __hash__(self) -> int:
-        return hash(self._values())  # TypeError while env is a non-empty dict, as before
+        return hash(self._values())  # TypeError: env is a dict (as with the dataclass)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in Decision.__slots__)
