@@ -40,15 +40,6 @@ import time
 
 from privsepd.errors import AuditError
 
-try:  # the C escaper json itself uses, without json's ~1.5 ms of imports
-    from _json import encode_basestring_ascii as _json_str
-except ImportError:  # pragma: no cover -- PyPy
-    from json.encoder import encode_basestring_ascii as _json_str
-
-TYPE_CHECKING = False  # not typing: privsepd-rootwrap imports this module
-if TYPE_CHECKING:
-    from typing import Any
-
 __all__ = [
     "DEFAULT_DIR",
     "DEFAULT_FILE",
@@ -78,6 +69,15 @@ MAX_RECORD = 16384
 # <86> = facility authpriv (10) * 8 + severity info (6).
 _SYSLOG_PRI = 86
 _SEND_TIMEOUT = 5.0
+try:  # the C escaper json itself uses, without json's ~1.5 ms of imports
+    from _json import encode_basestring_ascii as _json_str
+except ImportError:  # pragma: no cover -- PyPy
+    from json.encoder import encode_basestring_ascii as _json_str
+
+TYPE_CHECKING = False  # not typing: privsepd-rootwrap imports this module
+if TYPE_CHECKING:
+    from typing import Any
+
 _INF = float("inf")
 _DECISIONS_AT_WARNING = frozenset({"deny", "error", "fatal", "protocol-violation"})
 
