@@ -381,7 +381,7 @@ def _parse(args: list[str]) -> tuple[bool, str | None, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console script entry point; returns the exit code (oslo's codes)."""
+    """The shim: decide and run; returns the exit code (oslo's codes). See console_main."""
     args = list(sys.argv if argv is None else argv)
     execname = args.pop(0) if args else "privsepd-rootwrap"
     try:
