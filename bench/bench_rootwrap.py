@@ -253,8 +253,14 @@ def bench_execute(base: str, calls: int) -> dict[str, float]:
 def machine() -> list[str]:
     from importlib import metadata as md
 
+    def version(name: str) -> str:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return "not installed"
+
     versions = ", ".join(
-        f"{p} {md.version(p)}" for p in ("privsepd", "oslo.rootwrap", "oslo.privsep", "msgpack")
+        f"{p} {version(p)}" for p in ("privsepd", "oslo.rootwrap", "oslo.privsep", "msgpack")
     )
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]

@@ -33,6 +33,8 @@ DEFAULT_CACHE_DIR = "/var/cache/privsepd/rootwrap"
 CACHE_VERSION = 4  # 3: exec_dirs are watched (and trust-checked on a hit); 4: marshal
 NSHARDS = 256
 CACHE_SUFFIX = ".marshal"
+#: Each shard names the build it belongs to under this key (NUL: never an argv[0]).
+_GENERATION_KEY = "\0generation"
 #: marshal format 4 is read by every supported Python (3.4 onwards); a file
 #: from another interpreter version that cannot be read is just a miss.
 MARSHAL_FORMAT = 4
@@ -270,7 +272,7 @@ def write_cache(cache_dir: str, conf: str, doc: dict) -> None:
         gen_dir = f"{base}.{gen}"
         os.mkdir(gen_dir, 0o700)
         for n, shard in enumerate(doc["shards"]):
-            _write_marshal(os.path.join(gen_dir, str(n)), shard)
+            _write_marshal(os.path.join(gen_dir, str(n)), dict(shard, **{_GENERATION_KEY: gen}))
         manifest = dict(doc["manifest"], generation=gen)
         _write_marshal(base + CACHE_SUFFIX, manifest)
         prefix = os.path.basename(base) + "."
@@ -334,7 +336,11 @@ def _read_root_file(path: str) -> bytes | None:
 
 def _normal_key(word: str) -> bool:
     return (
-        word != "env" and "=" not in word and not word.endswith("\n") and word != ("privsep-helper")
+        word != "env"
+        and "=" not in word
+        and "\0" not in word
+        and not word.endswith("\n")
+        and word != ("privsep-helper")
     )
 
 
@@ -365,7 +371,10 @@ def load_cached(cache_dir: str, conf: str, argv0: str) -> Loaded | None:
         shard = _read_root_file(f"{base}.{doc['generation']}/{_shard(argv0)}")
         if shard is None:
             return None
-        rules = _loads(shard).get(argv0, doc["fallback"])
+        shard_doc = _loads(shard)
+        if shard_doc.get(_GENERATION_KEY) != doc["generation"]:
+            return None  # a shard of another build (or config) put in place of this one's
+        rules = shard_doc.get(argv0, doc["fallback"])
     except (PolicyError, OSError, ValueError, EOFError, KeyError, TypeError):
         return None
     if any(rule[4] for rule in rules):

@@ -231,6 +231,29 @@ def test_manifest_swapped_for_another_configs_is_not_used(root, conf, cache_dir,
     assert load_cached(cache_dir, conf, "true") is None
 
 
+def test_shard_of_another_build_is_not_used(root, conf, cache_dir, trusted_dir):
+    from privsepd.cli.rootwrap_policy import load_cached
+
+    other = trusted_dir / "other.conf"
+    other.write_text(open(conf).read().replace("/bin,/usr/bin", "/usr/bin,/bin"))
+    other.chmod(0o644)
+    _built(conf, cache_dir)
+    _built(str(other), cache_dir)
+    _, shard = _cache_files(cache_dir, conf)
+    _, other_shard = _cache_files(cache_dir, str(other))
+    os.replace(other_shard, shard)  # same argv[0], same rules: only the build differs
+    assert load_cached(cache_dir, conf, "true") is None
+
+
+def test_argv0_holding_nul_takes_the_full_path(root, conf, cache_dir):
+    from privsepd.cli import rootwrap
+    from privsepd.cli.rootwrap_policy import load
+
+    _built(conf, cache_dir)
+    assert load(conf, "\0generation", cache_dir).source == "full"
+    assert rootwrap.main(["privsepd-rootwrap", "--cache-dir", cache_dir, conf, "\0x"]) == 99
+
+
 @pytest.mark.parametrize(
     "content",
     [
