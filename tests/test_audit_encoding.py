@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privsepd.audit import bound_fields, encode_json
+from privsepd.audit import _encode_py, bound_fields, encode_json
 
 
 def reference(value: object) -> str:
@@ -33,10 +33,14 @@ json_values = st.recursive(
 )
 
 
+ENCODERS = pytest.mark.parametrize("encode", [encode_json, _encode_py], ids=["c", "python"])
+
+
+@ENCODERS
 @settings(max_examples=400, deadline=None)
-@given(json_values)
-def test_encoding_matches_json_dumps_for_any_json_native_value(value):
-    assert encode_json(value) == reference(value)
+@given(value=json_values)
+def test_encoding_matches_json_dumps_for_any_json_native_value(encode, value):
+    assert encode(value) == reference(value)
 
 
 @settings(max_examples=200, deadline=None)
@@ -49,12 +53,22 @@ def test_bounded_records_round_trip_through_a_json_parser(fields):
     assert json.loads(text).keys() == bounded.keys()
 
 
-def test_control_line_separator_and_non_ascii_characters_leave_escaped():
-    text = encode_json({"argv": ["a\nb", "\u2028", "\x00", "é", "\ud800"]})
+@ENCODERS
+def test_control_line_separator_and_non_ascii_characters_leave_escaped(encode):
+    text = encode({"argv": ["a\nb", "\u2028", "\x00", "é", "\ud800"]})
     assert text == '{"argv":["a\\nb","\\u2028","\\u0000","\\u00e9","\\ud800"]}'
 
 
-@pytest.mark.parametrize("value", [{1: "x"}, {"k": b"bytes"}, {"k": object()}, {"k": {2.5}}])
-def test_values_that_are_not_json_native_are_refused(value):
+@ENCODERS
+@pytest.mark.parametrize("value", [{"k": b"bytes"}, {"k": object()}, {"k": {2.5}}, [bytearray()]])
+def test_values_that_are_not_json_native_are_refused(encode, value):
     with pytest.raises(TypeError):
-        encode_json(value)
+        encode(value)
+
+
+def test_the_c_encoder_is_used_where_json_has_one():
+    import json.encoder
+
+    from privsepd import audit
+
+    assert (audit._C_ENCODE is None) == (json.encoder.c_make_encoder is None)
