@@ -123,7 +123,10 @@ class PrivsepdDaemon:
         write(os.path.join(mods, MODULE + ".py"), ENTRY_SOURCE)
         policy = write(os.path.join(base, "policy.toml"), textwrap.dedent(POLICY))
         sockets = os.path.join(base, "sock")
-        env = dict(os.environ, PYTHONPATH=mods, PYTHONDONTWRITEBYTECODE="1")
+        # (An inherited PYTHONPATH stays after the module directory: the
+        # bench can then measure another privsepd tree, e.g. a baseline.)
+        path = os.pathsep.join(p for p in (mods, os.environ.get("PYTHONPATH")) if p)
+        env = dict(os.environ, PYTHONPATH=path, PYTHONDONTWRITEBYTECODE="1")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
