@@ -531,8 +531,8 @@ def _posix_spawn_safe() -> bool:
     normally passes; if some code made one inheritable, Popen's close_fds
     path is used instead.
     """
-    if os.getcwd() != "/":
-        return False
+    if not hasattr(os, "posix_spawn") or os.getcwd() != "/":
+        return False  # (PyPy 3.9 has no os.posix_spawn: Popen then)
     for entry in os.listdir("/proc/self/fd"):
         fd = int(entry)
         if fd > 2:
