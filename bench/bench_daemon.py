@@ -300,7 +300,7 @@ def machine_info() -> dict[str, str]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "uname": " ".join(platform.uname()),
         "nproc": str(os.cpu_count()),
         "cpu": cpu,
