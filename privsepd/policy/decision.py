@@ -159,7 +159,13 @@ class Decision:
         if devs:
             c = devs[0]
             return f"no filter matched ({c.filter.source} refused: {c.miss})"
-        return "no filter matched"
+        broken = self._broken()
+        return f"no filter matched; {broken}" if broken else "no filter matched"
+
+    def _broken(self) -> str | None:
+        """Why a candidate rule could not be used at all (a pattern compile_regex refused)."""
+        misses = (c.miss for c in self.trace if c.miss is not None)
+        return next((m.detail for m in misses if ": invalid regex " in m.detail), None)
 
     @property
     def message(self) -> str:
@@ -175,4 +181,6 @@ class Decision:
                 f"Unauthorized command: {' '.join(self.argv)} "
                 f"(run_as user {self.filter.run_as!r} does not exist)"
             )
-        return f"Unauthorized command: {' '.join(self.argv)} (no filter matched)"
+        broken = self._broken()  # oslo denies such a rule too (or crashes): say which and why
+        why = f"no filter matched; {broken}" if broken else "no filter matched"
+        return f"Unauthorized command: {' '.join(self.argv)} ({why})"

@@ -52,9 +52,11 @@ import stat
 from collections import namedtuple
 from collections.abc import Sequence
 
+from privsepd.errors import PolicyError
 from privsepd.policy.decision import RC_NOEXECFOUND as RC_NOEXECFOUND
 from privsepd.policy.decision import RC_UNAUTHORIZED as RC_UNAUTHORIZED
 from privsepd.policy.decision import Candidate, Decision
+from privsepd.regex import compile_regex
 
 try:
     from _thread import _local as _thread_local  # what threading.local is
@@ -328,39 +330,32 @@ class CommandFilter(Filter):
     kind = "CommandFilter"
 
 
-def _oslo_regex(pattern: str, arg: str) -> bool:
-    try:
-        return re.match(pattern + "$", arg) is not None
-    except re.error:
-        return False
-
-
-def _full_regex(pattern: str, arg: str, flags: int = 0) -> bool:
-    try:
-        return re.fullmatch(pattern, arg, flags) is not None
-    except re.error:
-        return False
-
-
 _REGEX_META = re.compile(r"[\\.^$*+?{}\[\]|()]")
 
 
 def _regex_args(filt: Filter, argv: Sequence[str], strict: bool) -> Miss | None:
+    where = f"{filt.source.path}:{filt.source.line}: {filt.source.name}"
     for i, (pattern, arg) in enumerate(zip(filt.args, argv)):
-        if not _oslo_regex(pattern, arg):
-            return Miss("argument", f"argument {i} {arg!r} does not match {pattern!r}")
-        if strict and not _full_regex(pattern, arg):
-            return Miss(
-                "regex-anchor",
-                f"argument {i} {arg!r} matches {pattern!r}+'$' only through oslo's "
-                "loose anchoring (trailing newline, top-level '|', inline flags)",
-            )
-        if strict and not _full_regex(pattern, arg, re.ASCII):
-            return Miss(
-                "regex-unicode",
-                f"argument {i} {arg!r} matches {pattern!r} only with Unicode classes "
-                "(\\d, \\w, \\s admit non-ASCII digits, letters, spaces)",
-            )
+        code = "invalid-regex"
+        try:  # as in oslo, a pattern that does not compile denies; here the Miss says why
+            if compile_regex(pattern + "$").match(arg) is None:  # oslo's rule
+                return Miss("argument", f"argument {i} {arg!r} does not match {pattern!r}")
+            code = "regex-anchor"  # only oslo's '$' made it compile (a trailing '\\')
+            if strict and compile_regex(pattern).fullmatch(arg) is None:
+                return Miss(
+                    "regex-anchor",
+                    f"argument {i} {arg!r} matches {pattern!r}+'$' only through oslo's "
+                    "loose anchoring (trailing newline, top-level '|', inline flags)",
+                )
+            code = "regex-unicode"  # (?u) under re.ASCII: strict mode has no Unicode classes
+            if strict and compile_regex(pattern, re.ASCII).fullmatch(arg) is None:
+                return Miss(
+                    "regex-unicode",
+                    f"argument {i} {arg!r} matches {pattern!r} only with Unicode classes "
+                    "(\\d, \\w, \\s admit non-ASCII digits, letters, spaces)",
+                )
+        except PolicyError as exc:
+            return Miss(code, f"{where} argument {i}: {exc.reason}")
     return None
 
 
