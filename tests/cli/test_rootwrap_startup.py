@@ -98,7 +98,28 @@ def _run_child_reporting_modules(conf: str, cache_dir: str, *argv: str):
         data = f.read()
     assert proc.wait(timeout=60) == 0
     rc, modules, sources = ast.literal_eval(data.decode())
-    return rc, set(modules), sources
+    return rc, set(modules) - _interpreter_start_modules(), sources
+
+
+_START_MODULES: set[str] = set()
+
+
+def _interpreter_start_modules() -> set[str]:
+    """What ``python -I -c pass`` has imported before any privsepd code runs.
+
+    Site hooks (a ``.pth`` file, e.g. certifi's on the pyenv interpreter)
+    may import typing, shutil or threading at start: the floor pays for
+    those, the shim does not add them.
+    """
+    if not _START_MODULES:
+        out = subprocess.run(
+            [sys.executable, "-I", "-c", "import sys; print(repr(sorted(sys.modules)))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        _START_MODULES.update(ast.literal_eval(out))
+    return _START_MODULES
 
 
 def test_cache_hit_of_an_allowed_command_imports_only_what_the_decision_needs(
