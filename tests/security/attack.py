@@ -253,6 +253,12 @@ class RawPeer:
             raise AssertionError(f"helper named {reason!r} but kept the connection open")
         return reason
 
+    def hung_up(self) -> bool:
+        """Whether the helper has closed the connection (polls, never blocks)."""
+        while not self.eof and self._fill(0):
+            pass
+        return self.eof
+
     def expect_closed(self, within: float) -> None:
         """The helper hung up on us within ``within`` seconds."""
         deadline = time.monotonic() + within

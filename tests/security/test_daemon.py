@@ -21,7 +21,6 @@ import time
 import pytest
 
 from privsepd.channel.protocol import OP_CALL, ServerProtocol, encode_frame
-from privsepd.channel.server import HelperServer
 from privsepd.context import Context
 
 from .attack import RawPeer, as_user, fn, frame, outcome, packed, wait_for
@@ -155,46 +154,41 @@ def test_daemon_connection_flood_from_an_unauthorized_uid_is_refused_and_recorde
     assert len(daemon.audit.find(decision="deny", op="connect", peer_uid=USER)) == 200
 
 
-# -- holes listed in issue 9 --------------------------------------------------------------------
+# -- deadlines ------------------------------------------------------------------------------------
 
-#: What a partial-frame deadline may reasonably be (the handshake's is 10 s).
-PARTIAL_FRAME_BOUND = 12.0
+#: The daemon's deadlines are shortened for these tests (the defaults are 10 s).
+DEADLINE = 1.0
 
 
-def test_daemon_half_sent_frame_is_dropped_at_a_deadline(daemon):
+def test_daemon_half_sent_frame_is_dropped_at_its_deadline(targets):
+    daemon = targets.open("daemon", args=("--frame-timeout", str(DEADLINE)))
     peer = daemon.raw()
     peer.send(frame(packed([1, "call", fn("echo"), ["half-token"], {}]))[:-5])
-    peer.expect_closed(within=PARTIAL_FRAME_BOUND)
+    peer.expect_closed(within=DEADLINE + 1.5)
+    peer.expect_clean_exit()
     daemon.good_call()
     daemon.audit.expect(decision="protocol-violation")
     assert not daemon.audit.mentions("half-token")
 
 
-def test_helper_server_handshake_dripped_byte_by_byte_is_cut_at_its_deadline():
-    """Every mode's helper serves through HelperServer; a 1 s deadline keeps this short."""
-    ours, theirs = socket.socketpair()
-    violations: list[str] = []
-    server = HelperServer(
-        ours,
-        ServerProtocol("t-sec"),
-        lambda request: (True, None),
-        on_violation=violations.append,
-        handshake_timeout=1.0,
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def test_daemon_handshake_dripped_byte_by_byte_is_cut_at_its_deadline(targets):
+    daemon = targets.open("daemon", args=("--handshake-timeout", str(DEADLINE)))
+    peer = daemon.connect()
     hello = encode_frame(["privsepd", 1, "t-sec"])
     start = time.monotonic()
-    for byte in hello[:-1]:  # never completes the hello
-        if server.closed.is_set() or time.monotonic() - start > 3.0:
+    for byte in hello[:-1]:  # never completes the hello, never goes quiet
+        if peer.hung_up() or time.monotonic() - start > DEADLINE + 2:
             break
-        theirs.send(bytes([byte]))
+        try:
+            peer.send(bytes([byte]))
+        except OSError:
+            break
         time.sleep(0.2)
     held = time.monotonic() - start
-    assert server.closed.wait(0.5), f"ATTACK SUCCEEDED: still waiting after {held:.1f}s"
-    assert held < 1.6, f"connection held {held:.1f}s past a 1 s handshake deadline"
-    assert violations and "handshake" in violations[0], violations
-    ours.close()
-    theirs.close()
+    assert peer.hung_up(), f"ATTACK SUCCEEDED: connection still held after {held:.1f}s"
+    assert held < DEADLINE + 1.5, f"connection held {held:.1f}s past a {DEADLINE:g} s deadline"
+    daemon.good_call()
+    daemon.audit.expect(decision="protocol-violation", error="handshake")
 
 
 @pytest.mark.parametrize(
