@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
             "oslo.privsep + subprocess.run": oslo_true,
         }
         try:
-            for name, fn in fns.items():  # warm-up: code paths and thread pools
+            for fn in fns.values():  # warm-up: code paths and thread pools
                 for threads in THREADS:
                     per_command(fn, args.calls // 4, threads)
             pairs = [(s, t) for t in THREADS for s in SYSTEMS]
@@ -181,8 +181,10 @@ def report(rounds: list[dict[str, float]], args: argparse.Namespace) -> str:
         "|---|---:|---:|",
     ]
     for s in SYSTEMS:
-        lines.append(f"| {s} | {med(r[f'{s} x1'] for r in rounds):.3f} | "
-                     f"{med(r[f'{s} x8'] for r in rounds):.3f} |")
+        lines.append(
+            f"| {s} | {med(r[f'{s} x1'] for r in rounds):.3f} | "
+            f"{med(r[f'{s} x8'] for r in rounds):.3f} |"
+        )
     ratios = [
         ("ctx.execute ÷ posix_spawn, 1 thread", "ctx.execute x1", "posix_spawn x1", "<= 1.3"),
         ("ctx.execute ÷ posix_spawn, 8 threads", "ctx.execute x8", "posix_spawn x8", "<= 1.2"),
