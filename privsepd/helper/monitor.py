@@ -414,7 +414,7 @@ def _helper_main(
     # interpreter's own files may be out of reach (another uid, Landlock).
     from privsepd.channel import server as _server  # noqa: F401
     from privsepd.channel.peer import peer_credentials
-    from privsepd.helper import memory  # noqa: F401
+    from privsepd.helper import memory, spawn  # noqa: F401
     from privsepd.helper.process import scrub_environment
     from privsepd.helper.scoping import enter_scope
 
