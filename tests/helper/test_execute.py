@@ -15,7 +15,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import require_root
+from conftest import require_feature, require_root
 
 from privsepd import CallTimeout, DeniedError
 from privsepd.context import Context
@@ -486,3 +486,31 @@ def test_concurrent_slow_commands_overlap_in_the_helper(root_ctx):
     elapsed = time.monotonic() - start
     assert results == [0] * 6
     assert elapsed < 1.6, f"6 x 0.4 s commands took {elapsed:.2f} s: run one at a time"
+
+
+@pytest.mark.parametrize("libc_spawn", [True, False], ids=["libc-spawn", "fallback"])
+def test_command_gets_only_its_own_descriptors_and_root_cwd_from_any_cwd(
+    root, tmp_path, monkeypatch, libc_spawn
+):
+    from privsepd.helper import spawn as spawn_module
+
+    if libc_spawn:
+        require_feature(spawn_module.AVAILABLE, "libc posix_spawn with closefrom/chdir")
+    monkeypatch.setattr(spawn_module, "AVAILABLE", libc_spawn and spawn_module.AVAILABLE)
+    monkeypatch.chdir(tmp_path)
+    runner = CommandRunner(
+        ini_index(
+            "[Filters]\nls: RegExpFilter, /bin/ls, root, ls, /proc/self/fd\n"
+            "sh: RegExpFilter, /bin/sh, root, sh, -c, pwd\n"
+        )
+    )
+    leaked = os.dup(1)
+    os.set_inheritable(leaked, True)
+    try:
+        rc, out, err = runner.run(["ls", "/proc/self/fd"])
+        cwd = runner.run(["sh", "-c", "pwd"])
+    finally:
+        os.close(leaked)
+    assert rc == 0, err
+    assert sorted(int(x) for x in out.split()) == [0, 1, 2, 3]
+    assert cwd == (0, b"/\n", b"")
