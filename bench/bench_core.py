@@ -334,7 +334,7 @@ def machine_info() -> dict[str, str]:
     except OSError:
         pass
     return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "uname": " ".join(platform.uname()),
         "nproc": str(os.cpu_count()),
         "cpu": cpu,

@@ -16,6 +16,9 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+# The one place the version is written; setup.cfg reads it (attr:).
+__version__ = "0.1.0"
+
 
 def _no_bytecode_from_a_callers_limits() -> None:
     """Write no .pyc when root runs with a caller's file-size limit or lax umask.
@@ -99,6 +102,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "__version__",
     "AuditError",
     "BusyError",
     "CallTimeout",

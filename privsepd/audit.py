@@ -43,6 +43,9 @@ from typing import Any
 
 from privsepd.errors import AuditError
 
+# Linux's (asm-generic) value; PyPy 3.9's os module lacks the name.
+_O_PATH = getattr(os, "O_PATH", 0o10000000)
+
 __all__ = [
     "DEFAULT_DIR",
     "DEFAULT_FILE",
@@ -208,7 +211,7 @@ def _open_file(path: str) -> int:
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
     dir_fd = -1
     try:
-        dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        dir_fd = os.open(directory, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
     except OSError as exc:
         raise AuditError(f"cannot open audit file {path}: {exc.strerror}") from None
@@ -367,7 +370,7 @@ class AuditLog:
         assert self._syslog is not None
         try:
             self._syslog.send(message)
-        except TimeoutError:
+        except _socket.timeout:  # TimeoutError from 3.10 on; not on 3.9
             raise
         except OSError:
             if self._syslog_address is None:

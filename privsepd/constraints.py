@@ -17,6 +17,7 @@ import ipaddress
 import os
 import re
 import stat
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -79,11 +80,11 @@ class Constraint:
         """Why ``value`` fails, or None when it passes."""
         raise NotImplementedError
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         raise NotImplementedError
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other._key() == self._key()  # type: ignore[attr-defined]
+        return type(other) is type(self) and other._key() == self._key()
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._key()))
@@ -141,7 +142,7 @@ class Regex(Constraint):
             return f"{_show(value)} does not match"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.pattern, self.max_len)
 
 
@@ -170,7 +171,7 @@ class Choice(Constraint):
                 return None
         return f"{_show(value)} is not one of the choices"
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return tuple((type(v).__name__, v) for v in self.values)
 
 
@@ -202,7 +203,7 @@ class IntRange(Constraint):
             return f"{value} is above {self.max}"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.min, self.max)
 
 
@@ -237,8 +238,18 @@ class DecimalInt(Constraint):
             return f"{_show(value)} is not a plain decimal integer"
         return self.range._problem(int(value))
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return self.range._key()
+
+
+def _realpath(path: str, strict: bool) -> str:
+    """os.path.realpath(path, strict=...), which Python 3.9 lacks."""
+    if sys.version_info >= (3, 10):
+        return os.path.realpath(path, strict=strict)
+    real = os.path.realpath(path)
+    if strict:
+        os.stat(path)  # the errors strict= raises: ENOENT, ELOOP, ENOTDIR, EACCES
+    return real
 
 
 class PathUnder(Constraint):
@@ -291,7 +302,7 @@ class PathUnder(Constraint):
         if len(value) > DEFAULT_MAX_LEN:
             return f"longer than {DEFAULT_MAX_LEN} characters", None
         try:
-            real = os.path.realpath(value, strict=self.must_exist)
+            real = _realpath(value, strict=self.must_exist)
             base = os.path.realpath(self.prefix)
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -323,7 +334,13 @@ class PathUnder(Constraint):
             raise ConstraintError(argument, self.describe(), exc.detail) from None
 
     def open(
-        self, value: object, mode: str = "r", *, perms: int = 0o666, argument: str = "path", **kw
+        self,
+        value: object,
+        mode: str = "r",
+        *,
+        perms: int = 0o666,
+        argument: str = "path",
+        **kw: Any,
     ) -> Any:
         """Check ``value`` and open it like the builtin ``open(value, mode, **kw)``, race-free.
 
@@ -336,7 +353,7 @@ class PathUnder(Constraint):
             os.close(fd)
             raise
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.prefix, self.must_exist)
 
 
@@ -410,7 +427,7 @@ class IPAddress(Constraint):
             return f"{_show(value)} is not IPv{self.version}"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.version,)
 
 
@@ -455,7 +472,7 @@ class CIDR(Constraint):
             return f"{_show(value)} is not IPv{self.version}"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.version, self.strict)
 
 
@@ -479,7 +496,7 @@ class MAC(Constraint):
             return f"{_show(value)} is not aa:bb:cc:dd:ee:ff"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return ()
 
 
@@ -515,7 +532,7 @@ class InterfaceName(Constraint):
                 return f"{_show(value)} contains {ch!r}"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return ()
 
 
@@ -541,7 +558,7 @@ class Str(Constraint):
             return "contains a NUL byte"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.max_len,)
 
 
@@ -563,7 +580,7 @@ class Bytes(Constraint):
             return f"longer than {self.max_len} bytes"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return (self.max_len,)
 
 
@@ -580,7 +597,7 @@ class Bool(Constraint):
             return f"expected bool, got {_type_name(value)}"
         return None
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return ()
 
 
@@ -609,7 +626,7 @@ class OneOf(Constraint):
             problems.append(problem)
         return "; ".join(problems)
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[Any, ...]:
         return self.constraints
 
 

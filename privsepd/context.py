@@ -52,7 +52,7 @@ class Context:
         max_abandoned: int = 2,
         audit: str | None = None,
         logger: logging.Logger | None = None,
-        command_runner: Callable[[], Callable[[list, dict], Any]] | None = None,
+        command_runner: Callable[..., Callable[[list[Any], dict[str, Any]], Any]] | None = None,
         socket_path: str | None = None,
         helper_command: Sequence[str] | None = None,
         mode: StartMode | None = None,
@@ -87,7 +87,7 @@ class Context:
         # log_sink, if set, receives the records instead of ``logger``.
         self.log_level = logging.INFO
         self.log_sink: Callable[[Any], None] | None = None
-        self._command_runner_factory = command_runner
+        self._command_runner_factory: Callable[..., Any] | None = command_runner
         # How the helper is reached (privsepd.modes): fork unless the
         # keywords ask for the daemon (socket_path) or sudo (helper_command).
         self.mode: StartMode = mode or mode_for(socket_path, helper_command)
@@ -306,7 +306,7 @@ class Context:
     # -- calling ------------------------------------------------------------
 
     def _call(
-        self, op: str, name: str, args: Any, kwargs: dict, timeout: float | None = None
+        self, op: str, name: str, args: Any, kwargs: dict[str, Any], timeout: float | None = None
     ) -> Any:
         if _in_helper:
             raise PrivsepError("a helper cannot call its own context over the channel")
@@ -320,6 +320,7 @@ class Context:
                         self._start_locked()
                     channel, helper = self._channel, self._helper
             try:
+                assert channel is not None  # _start_locked set it or raised
                 return channel.call(op, name, args, kwargs, timeout or self.timeout)
             except NotSentError as exc:
                 # The helper was gone (an idle helper killed, a daemon helper
@@ -337,7 +338,8 @@ class Context:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def ping(self) -> str:
-        return self._call(OP_PING, "", [], {})
+        reply: str = self._call(OP_PING, "", [], {})
+        return reply
 
     def execute(
         self,
@@ -422,8 +424,10 @@ class _Both:
         return " and ".join(c.describe() for c in self._checks)
 
 
-def _policy_runner(index: Any, context: str) -> Callable[[AuditLog], Callable[[list, dict], Any]]:
-    def factory(audit: AuditLog) -> Callable[[list, dict], Any]:
+def _policy_runner(
+    index: Any, context: str
+) -> Callable[[AuditLog], Callable[[list[Any], dict[str, Any]], Any]]:
+    def factory(audit: AuditLog) -> Callable[[list[Any], dict[str, Any]], Any]:
         from privsepd.helper.execute import CommandRunner
 
         # The helper's own audit sink: opened before scoping, kept through it.
@@ -437,7 +441,7 @@ def monitor_factory(
     entrypoints: Mapping[str, Entrypoint],
     runner_factory: Callable[..., Any] | None,
     audit: AuditLog,
-    peer: dict | None = None,
+    peer: dict[str, Any] | None = None,
 ) -> Callable[[], Monitor]:
     """What a freshly forked helper (any mode) calls to build its Monitor."""
 

@@ -124,7 +124,7 @@ class AuditError(PrivsepError):
 
 # ------------------------------------------------------- crossing the channel
 
-_BUILTIN_ALLOWED: dict[str, type[BaseException]] = {
+_BUILTIN_ALLOWED: dict[str, type[Exception]] = {
     cls.__name__: cls
     for cls in (
         ArithmeticError,
@@ -179,7 +179,7 @@ _STRUCTURED_FIELDS: dict[type, tuple[str, ...]] = {
 }
 
 
-def exception_to_wire(exc: BaseException) -> tuple:
+def exception_to_wire(exc: BaseException) -> tuple[Any, ...]:
     """Describe an exception as (type name, message, errno, detail) for the channel.
 
     Only names travel, never the class: the receiving side maps the type
@@ -222,8 +222,8 @@ class RemoteDetail(NamedTuple):
 
     module: str
     qualname: str
-    args: list
-    attrs: dict
+    args: list[Any]
+    attrs: dict[str, Any]
 
 
 class _Skip(Exception):
@@ -291,7 +291,7 @@ def _is_dotted_name(name: object) -> bool:
     )
 
 
-def exception_detail(exc: BaseException) -> list | None:
+def exception_detail(exc: BaseException) -> list[Any] | None:
     """``[module, qualname, args, attrs]`` of ``exc``, bounded; None if not worth sending.
 
     privsepd's own errors cross by name already. An argument that is not
@@ -304,7 +304,7 @@ def exception_detail(exc: BaseException) -> list | None:
     module, qualname = getattr(cls, "__module__", None), getattr(cls, "__qualname__", None)
     if not (_is_dotted_name(module) and _is_dotted_name(qualname)):
         return None  # e.g. a class defined in a function ("<locals>")
-    budget = _Budget(DETAIL_BUDGET - len(module) - len(qualname))
+    budget = _Budget(DETAIL_BUDGET - len(str(module)) - len(str(qualname)))
     args = []
     for arg in exc.args[:DETAIL_MAX_ARGS]:
         try:
@@ -337,7 +337,7 @@ def exception_detail(exc: BaseException) -> list | None:
 
 
 def exception_from_wire(
-    type_name: str, message: str, errno: int | None, detail: list | None = None
+    type_name: str, message: str, errno: int | None, detail: list[Any] | None = None
 ) -> Exception:
     """Rebuild an allowlisted exception, or a RemoteError for anything else.
 
@@ -360,7 +360,7 @@ def _rebuild(type_name: str, message: str, errno: int | None) -> Exception:
         for attr in _STRUCTURED_FIELDS.get(cls, ()):
             setattr(exc, attr, None)
         if issubclass(cls, PolicyError):
-            exc.reason = message
+            setattr(exc, "reason", message)  # noqa: B010 - PolicyError's own field
         if isinstance(exc, CrossingError):
             exc.side = "result"  # only the helper's replies carry it
         return exc
@@ -368,6 +368,5 @@ def _rebuild(type_name: str, message: str, errno: int | None) -> Exception:
     if builtin is None:
         return RemoteError(type_name, message)
     if issubclass(builtin, OSError) and errno is not None:
-        exc = builtin(errno, message)
-        return exc
+        return builtin(errno, message)
     return builtin(message)

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 class HelperLink(Protocol):
     """A connected helper as the context sees it, whatever started it."""
 
-    pid: int | None
+    @property
+    def pid(self) -> int | None: ...
+
     sock: socket.socket
 
     def poll(self, wait: float = 0.0) -> int | None: ...
@@ -246,7 +248,7 @@ class DaemonMode:
                 import pwd
 
                 try:
-                    uids.add(pwd.getpwnam(user).pw_uid)
+                    uids.add(pwd.getpwnam(str(user)).pw_uid)
                 except KeyError:
                     raise HandshakeError(f"unknown daemon user {user!r}") from None
         return frozenset(uids)
@@ -397,7 +399,7 @@ class _Forker:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def run(self, job: Callable[[], HelperProcess]) -> HelperProcess:
@@ -410,13 +412,14 @@ class _Forker:
                 )
                 self._thread.start()
         done = threading.Event()
-        box: list = []
+        box: list[tuple[bool, Any]] = []
         self._jobs.put((job, box, done))
         done.wait()
         ok, value = box[0]
         if not ok:
             raise value
-        return value
+        helper: HelperProcess = value
+        return helper
 
     def _serve(self) -> None:
         while True:

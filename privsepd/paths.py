@@ -59,6 +59,8 @@ RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 #: What every open below a base uses: stay beneath it, follow no link at all.
 STRICT = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+# Linux's (asm-generic) value; PyPy 3.9's os module lacks the name.
+O_PATH = getattr(os, "O_PATH", 0o10000000)
 
 NR_OPENAT2 = 437  # one number on every asm-generic architecture (x86_64, aarch64, ...)
 _EAGAIN_RETRIES = 32
@@ -151,7 +153,7 @@ def open_base(prefix: str) -> tuple[int, str]:
         raise PathRefused(f"base {prefix!r} is not an absolute path")
     chain: list[tuple[int, str, os.stat_result]] = []
     try:
-        fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open("/", O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         chain.append((fd, "/", os.fstat(fd)))
         pending = [c for c in reversed(prefix.split("/")) if c and c != "."]
         links = 0
@@ -164,7 +166,7 @@ def open_base(prefix: str) -> tuple[int, str]:
             dir_fd, dir_path, dir_st = chain[-1]
             where = dir_path.rstrip("/") + "/" + name
             try:
-                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+                fd = os.open(name, O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
             except OSError as exc:
                 raise PathRefused(f"base {prefix!r}: {where}: {exc.strerror}", exc.errno) from None
             st = os.fstat(fd)
@@ -276,7 +278,7 @@ def pin(prefix: str, value: str, must_exist: bool = False) -> Pinned:
     base_fd, base_real = open_base(prefix)
     try:
         rel = _relative(base_real, value)
-        flags = os.O_PATH | os.O_NOFOLLOW
+        flags = O_PATH | os.O_NOFOLLOW
         try:
             fd = openat2(base_fd, rel or ".", flags, 0, STRICT)
         except OSError as exc:
@@ -300,7 +302,7 @@ def _pin_parent(base_fd: int, rel: str, value: str) -> Pinned:
     parts = rel.split("/")
     for k in range(len(parts) - 1, -1, -1):
         try:
-            fd = openat2(base_fd, "/".join(parts[:k]) or ".", os.O_PATH | os.O_DIRECTORY, 0, STRICT)
+            fd = openat2(base_fd, "/".join(parts[:k]) or ".", O_PATH | os.O_DIRECTORY, 0, STRICT)
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 continue

@@ -9,8 +9,10 @@ machine that lacks the feature can never pass by skipping.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import json
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -144,6 +146,32 @@ def wait_listening(path: object, proc: Any, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+# PyPy 3.9's os module has no posix_spawn (nor POSIX_SPAWN_*), which
+# ctx.execute, spawn mode and privsepd-rootwrap use to start programs.
+needs_posix_spawn = pytest.mark.skipif(
+    not hasattr(os, "posix_spawn"),
+    reason="this interpreter's os module has no posix_spawn (PyPy 3.9): ctx.execute, "
+    "spawn mode and privsepd-rootwrap start programs with it",
+)
+
+# PyPy 3.9 cannot make an O_PATH descriptor inheritable (its set_inheritable
+# uses ioctl(FIONCLEX), which O_PATH descriptors refuse with EBADF).
+needs_inheritable_o_path = pytest.mark.skipif(
+    platform.python_implementation() == "PyPy",
+    reason="PyPy 3.9 cannot make an O_PATH descriptor inheritable (ioctl FIONCLEX: EBADF), "
+    "which a pinned path needs to reach a command",
+)
+# python-prctl is CPython-only (its C extension does not import on PyPy).
+needs_python_prctl = pytest.mark.skipif(
+    importlib.util.find_spec("prctl") is None,
+    reason="python-prctl is not installed (CPython-only: it does not import on PyPy)",
+)
+# PyPy builds its standard library's C modules in: no extension module file to copy.
+needs_stdlib_extension_modules = pytest.mark.skipif(
+    platform.python_implementation() == "PyPy",
+    reason="PyPy has its standard library's C modules built in: no stdlib extension "
+    "module file exists to copy",
+)
 _TRUSTED_COPIES: dict[str, Path] = {}
 
 

@@ -28,7 +28,7 @@ FORBIDDEN = [
 # Imported prefix -> the only importer prefixes allowed to import it.
 ONLY_FROM = {
     "privsepd.authoring": ("privsepd.authoring", "privsepd.cli"),
-    "privsepd.cli": ("privsepd.cli",),
+    "privsepd.cli": ("privsepd.cli", "privsepd.__main__"),  # python -m privsepd
 }
 
 

@@ -25,12 +25,14 @@ import subprocess
 import time
 
 import pytest
+from conftest import needs_inheritable_o_path, needs_posix_spawn
 from racing import ATTACKER_UID, HARMLESS, SECRET, Swapper, build_tree
 
 from privsepd.constraints import PathUnder
 from privsepd.context import Context
 from privsepd.errors import ConstraintError, DeniedError
 from privsepd.paths import (
+    O_PATH,
     STRICT,
     PathRefused,
     open_base,
@@ -48,7 +50,7 @@ def test_openat2_refuses_a_symlink_anywhere_below_the_base(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "f").write_text("x")
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    base = os.open(tmp_path, os.O_PATH)
+    base = os.open(tmp_path, O_PATH)
     try:
         with pytest.raises(OSError) as info:
             openat2(base, "link/f", os.O_RDONLY, 0, STRICT)
@@ -62,19 +64,19 @@ def test_openat2_refuses_a_symlink_anywhere_below_the_base(tmp_path):
 
 def test_openat2_refuses_to_climb_out_of_the_base(tmp_path):
     (tmp_path / "inner").mkdir()
-    base = os.open(tmp_path / "inner", os.O_PATH)
+    base = os.open(tmp_path / "inner", O_PATH)
     try:
         with pytest.raises(OSError) as info:
-            openat2(base, "../inner", os.O_PATH, 0, STRICT)
+            openat2(base, "../inner", O_PATH, 0, STRICT)
         assert info.value.errno == errno.EXDEV
     finally:
         os.close(base)
 
 
 def test_openat2_descriptors_are_close_on_exec(tmp_path):
-    base = os.open(tmp_path, os.O_PATH)
+    base = os.open(tmp_path, O_PATH)
     try:
-        fd = openat2(base, ".", os.O_PATH)
+        fd = openat2(base, ".", O_PATH)
         assert not os.get_inheritable(fd)
         os.close(fd)
     finally:
@@ -165,6 +167,7 @@ def test_new_name_in_a_directory_a_user_can_write_is_refused(tree):
         pin(str(tree["base"]), str(tree["d"] / "new"))
 
 
+@needs_inheritable_o_path
 def test_new_name_in_a_root_only_directory_is_pinned_by_its_directory(trusted_dir):
     base = trusted_dir / "root-only"
     base.mkdir(mode=0o755)
@@ -365,6 +368,7 @@ def _assert_held(counts: dict[str, int]) -> None:
     assert counts["other"] == 0, counts
 
 
+@needs_posix_spawn
 def test_execute_path_argument_holds_while_a_directory_is_swapped(root, trusted_dir, tree):
     ctx = _native_ctx(trusted_dir, "t-race-arg", f'[{{ path_under = "{tree["base"]}" }}]')
     try:
@@ -374,6 +378,7 @@ def test_execute_path_argument_holds_while_a_directory_is_swapped(root, trusted_
     _assert_held(counts)
 
 
+@needs_posix_spawn
 def test_execute_rest_path_arguments_hold_while_a_directory_is_swapped(root, trusted_dir, tree):
     args = f'[{{ rest = {{ path_under = "{tree["base"]}" }} }}]'
     ctx = _native_ctx(trusted_dir, "t-race-rest", args)
@@ -384,6 +389,7 @@ def test_execute_rest_path_arguments_hold_while_a_directory_is_swapped(root, tru
     _assert_held(counts)
 
 
+@needs_posix_spawn
 def test_execute_chained_path_argument_holds_while_a_directory_is_swapped(root, trusted_dir, tree):
     args = f'[{{ path_under = "{tree["base"]}" }}]'
     ctx = _native_ctx(trusted_dir, "t-race-chain", args, chain=True)
@@ -418,6 +424,7 @@ def test_entrypoint_using_path_under_open_holds_while_a_directory_is_swapped(roo
     _assert_held(counts)
 
 
+@needs_posix_spawn
 def test_rootwrap_path_filter_holds_while_a_directory_is_swapped(root, trusted_dir, tree):
     from privsepd.cli import rootwrap
 
@@ -459,6 +466,7 @@ def test_rootwrap_path_filter_holds_while_a_directory_is_swapped(root, trusted_d
     _assert_held(counts)
 
 
+@needs_posix_spawn
 def test_rootwrap_console_script_hands_cat_the_pinned_file(root, trusted_dir, tree):
     import shutil
     import sys

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from privsepd.authoring import check_native, check_rootwrap
 from privsepd.authoring.check_base import (
@@ -212,7 +213,30 @@ class Checker(CheckState):
 
 
 def _signature(filt: Filter) -> tuple:
-    return (filt.kind, filt.exec_path, filt.run_as, filt.args)
+    """Everything that decides what a rule accepts and how the command runs.
+
+    A native rule keeps its argument patterns outside ``args`` (which is
+    empty), so its patterns, context, capabilities and environment count too:
+    two ``ip`` rules with different arguments are not "identical".
+    """
+    base = (filt.kind, filt.exec_path, filt.run_as, filt.args)
+    if filt.kind == "NativeCommand":
+        native: Any = filt
+        return (
+            *base,
+            native.context,
+            native.patterns,
+            native.rest,
+            native.capabilities,
+            tuple(sorted(native.env.items())),
+        )
+    return base
+
+
+def _accepts(filt: Filter) -> tuple:
+    """What a rule accepts (not how it runs): for native rules of one context."""
+    native: Any = filt
+    return (filt.exec_path, native.context, native.patterns, native.rest)
 
 
 def _covers(prev: Filter, filt: Filter) -> bool:
@@ -221,6 +245,10 @@ def _covers(prev: Filter, filt: Filter) -> bool:
         return False
     if _signature(prev) == _signature(filt):
         return True
+    if prev.kind == "NativeCommand" and filt.kind == "NativeCommand":
+        # Same context, executable and argument patterns: the first one wins
+        # at runtime whatever run_as, capabilities or env the second one has.
+        return _accepts(prev) == _accepts(filt)
     if prev.kind != "CommandFilter":
         return False
     if filt.kind in ("CommandFilter", "PathFilter"):

@@ -10,6 +10,8 @@ comes with a concrete argument the rule admits.
 from __future__ import annotations
 
 import re
+import sys
+from typing import Any
 
 from privsepd.authoring.check_base import under_world_writable
 
@@ -34,11 +36,19 @@ def admits(pattern: str, value: str) -> bool:
         return False
 
 
+def sre_parser() -> Any:
+    """The regex parser module: re._parser since 3.11, sre_parse before."""
+    if sys.version_info >= (3, 11):
+        from re import _parser  # type: ignore[attr-defined]
+    else:
+        import sre_parse as _parser
+    return _parser
+
+
 def literal_prefix(pattern: str) -> str:
     """The literal characters a pattern starts with ('' if none or unparsable)."""
     try:
-        from re import _parser  # type: ignore[attr-defined]
-
+        _parser = sre_parser()
         tree = _parser.parse(pattern)
     except Exception:  # noqa: BLE001 - any parse trouble: no prefix
         return ""
@@ -76,8 +86,7 @@ def top_level_branch(pattern: str) -> bool:
 
 def _parse(pattern: str):
     try:
-        from re import _parser  # type: ignore[attr-defined]
-
+        _parser = sre_parser()
         return _parser, _parser.parse(pattern)
     except Exception:  # noqa: BLE001 - an unparsable pattern has no examples
         return None, None

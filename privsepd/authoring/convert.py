@@ -45,6 +45,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from privsepd.authoring.check_regex import sre_parser
 from privsepd.errors import PolicyError
 from privsepd.policy.filters import Filter
 
@@ -72,7 +73,7 @@ def _tree(obj: object) -> object:
     data = getattr(obj, "data", None)
     if data is not None:
         return tuple(_tree(x) for x in data)
-    if isinstance(obj, tuple | list):
+    if isinstance(obj, (tuple, list)):
         return tuple(_tree(x) for x in obj)
     return obj
 
@@ -86,8 +87,7 @@ def fullmatch_is_oslo(pattern: str) -> bool:
     a trailing escape (oslo then wants a literal '$').
     """
     try:
-        from re import _parser  # type: ignore[attr-defined]
-
+        _parser = sre_parser()
         base = _parser.parse(pattern)
         oslo = _parser.parse(pattern + "$")
     except Exception:  # noqa: BLE001 - invalid patterns never match: keep rootwrap
@@ -109,8 +109,7 @@ def pure_literal(pattern: str) -> str | None:
     if "(?" in pattern:  # inline flags, lookarounds: not a plain literal
         return None
     try:
-        from re import _parser  # type: ignore[attr-defined]
-
+        _parser = sre_parser()
         tree = _parser.parse(pattern)
     except Exception:  # noqa: BLE001 - not a pattern: not a literal
         return None
@@ -302,7 +301,11 @@ def convert_filters(
 # -- CLI --------------------------------------------------------------------------------
 
 
-def _load(paths: Sequence[str]) -> tuple[list[Filter], tuple[str, ...] | None]:
+def _load(
+    paths: Sequence[str], missing: list[str] | None = None
+) -> tuple[list[Filter], tuple[str, ...] | None]:
+    """Rules of every input, in order; filters_path directories that do not
+    exist are appended to ``missing`` (the conversion would be incomplete)."""
     from privsepd.policy.rootwrap import parse_config, parse_filters
 
     filters: list[Filter] = []
@@ -328,6 +331,8 @@ def _load(paths: Sequence[str]) -> tuple[list[Filter], tuple[str, ...] | None]:
             for directory in config.filters_path:
                 if os.path.isdir(directory):
                     add_dir(directory)
+                elif missing is not None:
+                    missing.append(f"{path}: filters_path directory {directory} does not exist")
         else:
             add_file(path)
     return filters, exec_dirs
@@ -343,11 +348,20 @@ def _convert(args: argparse.Namespace) -> int:
     from privsepd.policy.native import parse_policy
     from privsepd.policy.rootwrap import parse_filters
 
+    missing: list[str] = []
     try:
-        filters, conf_dirs = _load(args.inputs)
+        filters, conf_dirs = _load(args.inputs, missing)
     except (OSError, PolicyError) as exc:
         print(f"privsepd filters convert: {exc}", file=sys.stderr)
         return 2
+    for problem in missing:
+        print(f"privsepd filters convert: warning: {problem}", file=sys.stderr)
+    if not filters:
+        print(
+            "privsepd filters convert: no rules found in the input: nothing to convert",
+            file=sys.stderr,
+        )
+        return 1
     exec_dirs = args.exec_dirs or conf_dirs or DEFAULT_EXEC_DIRS
     conv = convert_filters(filters, exec_dirs, args.context)
     parse_policy(conv.toml, args.output or "<output>")  # self-check: must load
@@ -370,6 +384,13 @@ def _convert(args: argparse.Namespace) -> int:
         print(
             "privsepd filters convert: some rules have no lossless native form; "
             "write them with --residual FILE.filters",
+            file=sys.stderr,
+        )
+        return 1
+    if missing:
+        print(
+            "privsepd filters convert: the output lacks the rules of the missing "
+            "directories; convert on the machine that has them, or name the directories",
             file=sys.stderr,
         )
         return 1

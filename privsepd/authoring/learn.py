@@ -267,7 +267,7 @@ _IPV6_RE = r"[0-9a-fA-F:]*:[0-9a-fA-F:.]*"
 def _common_dir(values: Sequence[str]) -> str:
     parts = [os.path.normpath(v).split("/")[1:-1] for v in values]
     common: list[str] = []
-    for items in zip(*parts, strict=False):
+    for items in zip(*parts):
         if len(set(items)) != 1:
             break
         common.append(items[0])

@@ -163,7 +163,7 @@ class ClientChannel:
                 self._sock.settimeout(remaining)
                 try:
                     data = self._sock.recv(RECV_SIZE)
-                except TimeoutError:
+                except socket.timeout:  # TimeoutError from 3.10 on; not on 3.9
                     continue
                 if not data:
                     raise HelperDiedError("helper closed the channel during the handshake")

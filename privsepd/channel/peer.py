@@ -18,6 +18,7 @@ __all__ = ["PeerCredentials", "peer_credentials"]
 _PEERCRED = struct.Struct("3i")
 # Linux 4.13+; the constant is missing from older Python builds.
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)  # PyPy 3.9 lacks the name
 _NGROUPS_MAX = 65536
 
 
@@ -37,7 +38,7 @@ class PeerCredentials:
 
 def peer_credentials(sock: socket.socket) -> PeerCredentials:
     """The peer's credentials as the kernel recorded them at connect time."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERCRED, _PEERCRED.size)
     pid, uid, gid = _PEERCRED.unpack(raw)
     return PeerCredentials(pid, uid, gid, _peer_groups(sock))
 

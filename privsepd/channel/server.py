@@ -309,7 +309,7 @@ class HelperServer:
                 elif self._rcv_timeo is not None:
                     self._rcv_timeo = set_kernel_timeout(self._sock, socket.SO_RCVTIMEO, None)
                 data = self._sock.recv(RECV_SIZE)
-            except (BlockingIOError, TimeoutError):
+            except (BlockingIOError, socket.timeout):  # TimeoutError is socket.timeout from 3.10 on
                 continue  # the deadline check above decides
             except OSError:
                 data = b""

@@ -664,11 +664,15 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+# Linux's value; PyPy 3.9's select module does not name it.
+_POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)
+
+
 def _hung_up(conn: socket.socket) -> bool:
     """Has the peer already closed its end (nobody left to serve)?"""
     poller = select.poll()
-    poller.register(conn, select.POLLRDHUP)
-    return any(event & (select.POLLHUP | select.POLLRDHUP) for _, event in poller.poll(0))
+    poller.register(conn, _POLLRDHUP)
+    return any(event & (select.POLLHUP | _POLLRDHUP) for _, event in poller.poll(0))
 
 
 def _drain_pipe(fd: int) -> None:
@@ -680,26 +684,81 @@ def _drain_pipe(fd: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="privsepd serve")
-    parser.add_argument("--policy", action="append", required=True, help="policy file or dir")
-    parser.add_argument("--socket-dir", default=SOCKET_DIR)
-    parser.add_argument("--context", action="append", help="serve only this context")
-    parser.add_argument("--max-helpers-per-uid", type=int, default=MAX_HELPERS_PER_UID)
-    parser.add_argument("--max-helpers", type=int, default=MAX_HELPERS)
+    parser = argparse.ArgumentParser(
+        prog="privsepd serve",
+        description="Daemon mode: listen on SOCKET_DIR/CONTEXT.sock for every context of the "
+        "policy; authorize each peer by SO_PEERCRED against the context's allow lists and "
+        "serve it from a freshly forked helper scoped to the context. Runs as root. "
+        "SIGHUP reloads the policy (a bad one is refused and the old one kept); SIGTERM "
+        "drains calls in flight and exits 0.",
+    )
+    parser.add_argument(
+        "--policy",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="root-owned policy file (.toml, .filters, rootwrap.conf) or drop-in directory; "
+        "may repeat, later files add rules and never widen one",
+    )
+    parser.add_argument(
+        "--socket-dir",
+        default=SOCKET_DIR,
+        metavar="DIR",
+        help=f"where the CONTEXT.sock sockets are created (default: {SOCKET_DIR})",
+    )
+    parser.add_argument(
+        "--context",
+        action="append",
+        metavar="NAME",
+        help="serve only this context of the policy; may repeat (default: every context)",
+    )
+    parser.add_argument(
+        "--max-helpers-per-uid",
+        type=int,
+        default=MAX_HELPERS_PER_UID,
+        metavar="N",
+        help="most helpers one peer uid may hold at once; further connections are refused "
+        f"(default: {MAX_HELPERS_PER_UID})",
+    )
+    parser.add_argument(
+        "--max-helpers",
+        type=int,
+        default=MAX_HELPERS,
+        metavar="N",
+        help=f"most helpers in total (default: {MAX_HELPERS})",
+    )
     parser.add_argument(
         "--idle-evict-after",
         type=float,
         default=IDLE_EVICT_AFTER,
-        help="at a helper limit, drain a helper idle this long to make room (seconds)",
+        metavar="SECONDS",
+        help="at a helper limit, drain a helper idle this long to make room "
+        f"(default: {IDLE_EVICT_AFTER:g})",
     )
     parser.add_argument(
         "--drain-timeout",
         type=float,
         default=DRAIN_TIMEOUT,
-        help="on SIGTERM, wait this long for calls in flight before killing helpers",
+        metavar="SECONDS",
+        help="on SIGTERM, wait this long for calls in flight before killing helpers "
+        f"(default: {DRAIN_TIMEOUT:g})",
     )
-    parser.add_argument("--handshake-timeout", type=float, default=HANDSHAKE_TIMEOUT)
-    parser.add_argument("--frame-timeout", type=float, default=FRAME_TIMEOUT)
+    parser.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=HANDSHAKE_TIMEOUT,
+        metavar="SECONDS",
+        help="drop a connection whose hello is not complete this long after it connected "
+        f"(default: {HANDSHAKE_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--frame-timeout",
+        type=float,
+        default=FRAME_TIMEOUT,
+        metavar="SECONDS",
+        help="drop a connection that leaves a frame half-sent this long "
+        f"(default: {FRAME_TIMEOUT:g})",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="privsepd: %(message)s")
     if os.geteuid() != 0:

@@ -1,6 +1,7 @@
 """``privsepd demo``: the whole path once, on the shipped demo policy.
 
-Loads ``filters/quickstart.toml`` (copied into a fresh root-owned directory, so
+Loads the shipped ``quickstart.toml`` (package data, also in the source tree
+as ``filters/quickstart.toml``; copied into a fresh root-owned directory, so
 the real ownership checks apply), starts the scoped helper of context
 ``demo``, makes an allowed call, two calls that policy denies, and prints
 the helper's capability sets as the kernel reports them in /proc.
@@ -20,7 +21,7 @@ from privsepd.errors import PrivsepError
 
 demo = Context("demo")
 
-SHIPPED_POLICY = Path(__file__).resolve().parents[2] / "filters" / "quickstart.toml"
+SHIPPED_POLICY = "quickstart.toml"  # in privsepd/data, read via importlib.resources
 STATUS_KEYS = ("Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 STATUS_KEYS += ("NoNewPrivs", "Seccomp")
 
@@ -55,15 +56,23 @@ def _cap_names(mask: str) -> str:
     return ", ".join(sorted(names)) or "none"
 
 
-def _private_copy(policy: Path) -> Path:
-    """Copy the policy into a root-owned 0700 directory under /run.
+def shipped_policy() -> bytes:
+    """The default demo policy, from the installed package (any install kind)."""
+    from importlib.resources import files
 
-    A checkout may live under /tmp or a user's home, which the trust check
-    rightly refuses; the copy lets the demo run the real check unchanged.
+    return files("privsepd.data").joinpath(SHIPPED_POLICY).read_bytes()
+
+
+def _private_copy(name: str, data: bytes) -> Path:
+    """Write the policy into a root-owned 0700 directory under /run.
+
+    A checkout may live under /tmp or a user's home, and site-packages may be
+    anywhere, which the trust check rightly refuses; the copy lets the demo
+    run the real check unchanged.
     """
     directory = Path(tempfile.mkdtemp(prefix="privsepd-demo-", dir="/run"))
-    target = directory / policy.name
-    shutil.copyfile(policy, target)
+    target = directory / name
+    target.write_bytes(data)
     os.chmod(target, 0o644)
     return target
 
@@ -74,11 +83,15 @@ def run_demo(policy_path: str | None = None) -> int:
     if os.geteuid() != 0:
         print("privsepd demo: fork mode needs root to start the helper", file=sys.stderr)
         return 1
-    source = Path(policy_path) if policy_path else SHIPPED_POLICY
-    if not source.is_file():
-        print(f"privsepd demo: policy file not found: {source}", file=sys.stderr)
-        return 1
-    copy = _private_copy(source)
+    if policy_path:
+        source = Path(policy_path)
+        if not source.is_file():
+            print(f"privsepd demo: policy file not found: {source}", file=sys.stderr)
+            return 1
+        copy = _private_copy(source.name, source.read_bytes())
+    else:
+        source = Path(f"<privsepd package data>/{SHIPPED_POLICY}")
+        copy = _private_copy(SHIPPED_POLICY, shipped_policy())
     try:
         policy = load_policy([str(copy)])
         demo.apply_policy(policy)

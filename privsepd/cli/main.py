@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="privsepd",
         description="Privilege-separation helper and policy tools for Python services.",
     )
+    from privsepd import __version__
+
+    parser.add_argument("--version", action="version", version=f"privsepd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--policy",
         default=None,
-        help="policy declaring the demo context (default: shipped filters/quickstart.toml)",
+        help="policy declaring the demo context (default: quickstart.toml shipped in the package)",
     )
     demo.set_defaults(func=_demo)
 

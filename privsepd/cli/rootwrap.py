@@ -51,6 +51,26 @@ from privsepd.cli.rootwrap_policy import (
 )
 
 USAGE = "usage: privsepd-rootwrap [--explain] [--no-cache | --cache-dir DIR] CONF COMMAND [ARGS...]"
+HELP = f"""{USAGE}
+       privsepd-rootwrap --help | --version
+
+Run COMMAND as the user its rule names, if the root-owned policy CONF
+(an oslo.rootwrap rootwrap.conf, a native .toml policy or a drop-in
+directory) allows it. Drop-in for oslo-rootwrap in a sudoers line.
+
+options:
+  --explain        print the decision and every rule considered; run nothing
+  --no-cache       read the policy without the root-owned cache
+  --cache-dir DIR  keep the compiled policy cache in DIR
+                   (default: {DEFAULT_CACHE_DIR})
+  --               end of options
+  -h, --help       show this help and exit
+  --version        show the version and exit
+
+exit codes: the command's own; 99 no filter matched; 98 no command given
+(or unknown option); 97 bad configuration; 96 executable not found; 126
+cannot execute; 128+N killed by signal N. See privsepd-rootwrap(8).
+"""
 
 
 # -- running ----------------------------------------------------------------------
@@ -384,6 +404,14 @@ def main(argv: list[str] | None = None) -> int:
     """Console script entry point; returns the exit code (oslo's codes)."""
     args = list(sys.argv if argv is None else argv)
     execname = args.pop(0) if args else "privsepd-rootwrap"
+    if args[:1] in (["--help"], ["-h"]):
+        sys.stdout.write(HELP)
+        return 0
+    if args[:1] == ["--version"]:
+        from privsepd import __version__
+
+        sys.stdout.write(f"privsepd-rootwrap {__version__}\n")
+        return 0
     try:
         return _main(execname, args)
     except _Exit as exc:

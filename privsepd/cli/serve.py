@@ -183,6 +183,11 @@ def helper_main(argv: list[str] | None = None) -> int:
     from privsepd.helper.process import reset_inherited_state
 
     leaked = sudo_leaked_variables()  # read before the environment is reset
+    # A first title while the environment is intact (python-prctl finds argv
+    # through it); the helper sets the full one with its capabilities later.
+    from privsepd.helper.procinfo import COMM, set_title
+
+    set_title(COMM)
     # Before anything else: limits, signals, umask and environment came from
     # the caller through sudo (RLIMIT_FSIZE + SIGXFSZ ignored would make
     # every audit write fail).
@@ -194,9 +199,25 @@ def helper_main(argv: list[str] | None = None) -> int:
     from privsepd.policy.loader import load_policy
     from privsepd.policy.modules import install_import_guard
 
-    parser = argparse.ArgumentParser(prog="privsepd helper")
-    parser.add_argument("--context", required=True)
-    parser.add_argument("--policy", action="append", help="policy file or dir")
+    parser = argparse.ArgumentParser(
+        prog="privsepd helper",
+        description="Spawn mode: serve one client whose channel socket is standard input, "
+        "as the scoped helper of context NAME from root-owned policy. Started as root "
+        "through one sudoers line by privsepd.Context(..., helper_command=[...]).",
+    )
+    parser.add_argument(
+        "--context",
+        required=True,
+        metavar="NAME",
+        help="the policy context to serve (its capabilities, user, functions, commands)",
+    )
+    parser.add_argument(
+        "--policy",
+        action="append",
+        metavar="PATH",
+        help="root-owned policy file or drop-in directory; may repeat "
+        f"(default: {' and '.join(DEFAULT_POLICY)})",
+    )
     args = parser.parse_args(argv)
     if leaked:
         print(

@@ -98,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="privsepd status", description="Show what a running privsepd serve holds."
     )
-    parser.add_argument("--socket-dir", default=SOCKET_DIR)
+    parser.add_argument(
+        "--socket-dir",
+        default=SOCKET_DIR,
+        metavar="DIR",
+        help=f"the socket directory of the privsepd serve to ask (default: {SOCKET_DIR})",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:

@@ -299,14 +299,30 @@ def main(argv: list[str] | None = None) -> int:
         prog="privsepd systemd-unit",
         description="Print a hardened systemd unit for privsepd serve, fitted to a policy.",
     )
-    parser.add_argument("--policy", action="append", required=True, help="policy file or dir")
     parser.add_argument(
-        "--exec", dest="exec_path", default=DEFAULT_EXEC, help="path of the privsepd program"
+        "--policy",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="policy file or drop-in directory the unit serves; may repeat",
     )
-    parser.add_argument("--socket-dir", default="/run/privsepd")
+    parser.add_argument(
+        "--exec",
+        dest="exec_path",
+        default=DEFAULT_EXEC,
+        metavar="PATH",
+        help=f"path of the privsepd program in ExecStart (default: {DEFAULT_EXEC})",
+    )
+    parser.add_argument(
+        "--socket-dir",
+        default="/run/privsepd",
+        metavar="DIR",
+        help="the socket directory written to the unit (default: /run/privsepd)",
+    )
     parser.add_argument(
         "--installed-as",
         action="append",
+        metavar="PATH",
         help="the policy paths to write in ExecStart, if not the --policy paths (repeatable)",
     )
     args = parser.parse_args(argv)

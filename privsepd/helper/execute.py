@@ -541,8 +541,8 @@ def _posix_spawn_safe() -> bool:
     normally passes; if some code made one inheritable, Popen's close_fds
     path is used instead.
     """
-    if os.getcwd() != "/":
-        return False
+    if not hasattr(os, "posix_spawn") or os.getcwd() != "/":
+        return False  # (PyPy 3.9 has no os.posix_spawn: Popen then)
     for entry in os.listdir("/proc/self/fd"):
         fd = int(entry)
         if fd > 2:
@@ -596,16 +596,19 @@ def _posix_spawn(plan: ExecPlan, input: bytes | None, spawner: Any = None) -> _S
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     in_r = in_w = -1
-    actions: list[tuple] = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
     if input:
         in_r, in_w = os.pipe()
-        actions.append((os.POSIX_SPAWN_DUP2, in_r, 0))
-    elif spawner is None:
-        actions.append((os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0))
     try:
-        if spawner is not None:
+        if spawner is not None:  # (PyPy 3.9 too: it lacks os.posix_spawn, not cffi)
             pid = spawner(plan.argv[0], plan.argv, plan.env, in_r if input else None, out_w, err_w)
         else:
+            actions: list[tuple] = [
+                (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2),
+                (os.POSIX_SPAWN_DUP2, in_r, 0)
+                if input
+                else (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            ]
             pid = os.posix_spawn(
                 plan.argv[0],
                 plan.argv,

@@ -179,9 +179,9 @@ def _open_checked(path: str, pattern: str, kind: str, depth: int = 0) -> int:
             f"files: {pattern!r}: {path}: {exc.reason}"
         ) from None
     if not name:
-        return os.open(path, os.O_PATH | os.O_CLOEXEC)
+        return os.open(path, kernel.O_PATH | os.O_CLOEXEC)
     try:
-        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, kernel.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise _Vanished(f"files: declared {kind} path {path!r} does not exist") from None
     except OSError as exc:

@@ -57,8 +57,12 @@ libc = ffi.dlopen(None)
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
+# Linux's (asm-generic) value; PyPy 3.9's os module lacks the name.
+O_PATH = getattr(os, "O_PATH", 0o10000000)
 PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
+PR_SET_NAME = 15
+PR_GET_NAME = 16
 PR_GET_SECCOMP = 21
 PR_SET_SECCOMP = 22
 PR_CAPBSET_READ = 23
@@ -205,6 +209,22 @@ def get_pdeathsig() -> int:
     return out[0]
 
 
+def set_name(name: str) -> None:
+    """PR_SET_NAME: the thread's comm (``/proc/PID/comm``, ``ps -o comm``), 15 bytes."""
+    buf = ffi.new("char[16]", name.encode()[:15])
+    if libc.prctl(ffi.cast("int", PR_SET_NAME), buf) < 0:
+        err = ffi.errno
+        raise OSError(err, f"prctl(PR_SET_NAME): {os.strerror(err)}")
+
+
+def get_name() -> str:
+    buf = ffi.new("char[16]")
+    if libc.prctl(ffi.cast("int", PR_GET_NAME), buf) < 0:
+        err = ffi.errno
+        raise OSError(err, f"prctl(PR_GET_NAME): {os.strerror(err)}")
+    return ffi.string(buf).decode(errors="replace")
+
+
 def set_no_new_privs() -> None:
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
 
@@ -317,7 +337,7 @@ def landlock_restrict(read: Iterable[str], write: Iterable[str]) -> int:
     try:
         for path, rights in grants:
             try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                fd = os.open(path, O_PATH | os.O_CLOEXEC)
             except OSError as e:
                 raise ScopingError(f"landlock: cannot open declared path {path!r}: {e}")
             rules.append((fd, rights, path))

@@ -340,7 +340,8 @@ class HelperProcess:
         # Objects that exist now are shared copy-on-write with the helper;
         # freezing them keeps the collector from touching (and so copying)
         # those pages in either process.
-        gc.freeze()
+        if hasattr(gc, "freeze"):  # CPython only; PyPy's collector has no such knob
+            gc.freeze()
         # The helper must die with this process: name it before the fork, so
         # that a parent dying at once cannot leave the helper serving.
         parent = os.getpid()
@@ -352,7 +353,8 @@ class HelperProcess:
                 status = _helper_main(child_sock, spec, monitor_factory, audit, parent=parent)
             finally:
                 os._exit(status)
-        gc.unfreeze()
+        if hasattr(gc, "unfreeze"):
+            gc.unfreeze()
         child_sock.close()
         return cls(pid, parent_sock)
 
@@ -428,6 +430,9 @@ def _helper_main(
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     peer: dict = {}
     try:
+        # Before the scrub below: python-prctl's set_proctitle reuses the
+        # space of the original environment strings, which it must still find.
+        _set_title(spec)
         # The service's environment (LD_PRELOAD, PYTHONPATH, BASH_ENV...) must
         # not reach what entrypoints start: keep only what a command gets.
         scrub_environment(spec.scope.uid if spec.scope.uid is not None else os.getuid())
@@ -471,6 +476,16 @@ def _helper_main(
     root.setLevel(spec.log_level)
     server.serve_forever()
     return 0
+
+
+def _set_title(spec: HelperSpec) -> None:
+    """``ps`` shows ``privsepd-helper: CONTEXT [CAPS]`` (before any sandbox forbids prctl)."""
+    from privsepd.helper.procinfo import helper_title, set_title
+
+    try:
+        set_title(helper_title(spec.context, spec.scope.capabilities))
+    except OSError:
+        pass  # cosmetic: never a reason to refuse to serve
 
 
 def _make_server(sock, protocol, monitor, spec, audit, stats=None):

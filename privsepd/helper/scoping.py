@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from privsepd.errors import ScopingError
 from privsepd.files import Files
-from privsepd.helper import kernel
+from privsepd.helper import kernel, procinfo
 
 __all__ = [
     "SECUREBITS",
@@ -501,6 +501,8 @@ def enter_scope(scope: Scope, keep_fds: Iterable[int] = (), parent: int | None =
             )
         # securebits come from prctl, which a deny list may forbid: read now.
         securebits = _step("read_securebits", kernel.get_securebits)
+        # The same, through python-prctl (libcap), checked against /proc below.
+        second = _step("read_prctl", procinfo.prctl_readback)
         # 10. Seccomp last: its deny list may include calls the steps above
         #     needed (prctl, setresuid, capset).
         #     The files side-door filter goes first: a deny list may hold
@@ -513,6 +515,8 @@ def enter_scope(scope: Scope, keep_fds: Iterable[int] = (), parent: int | None =
         #     to serve if it differs from the declaration.
         report = _step("read_scope", lambda: _parse_status(_read_fd(status_fd), securebits))
         _step("verify", verify_scope, scope, report)
+        if second is not None:
+            _step("verify_prctl", procinfo.verify_readback, second, report)
     finally:
         if grants is not None:
             grants.close()

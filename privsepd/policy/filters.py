@@ -322,7 +322,7 @@ _REGEX_META = re.compile(r"[\\.^$*+?{}\[\]|()]")
 
 
 def _regex_args(filt: Filter, argv: Sequence[str], strict: bool) -> Miss | None:
-    for i, (pattern, arg) in enumerate(zip(filt.args, argv, strict=False)):
+    for i, (pattern, arg) in enumerate(zip(filt.args, argv)):
         if not _oslo_regex(pattern, arg):
             return Miss("argument", f"argument {i} {arg!r} does not match {pattern!r}")
         if strict and not _full_regex(pattern, arg):
@@ -384,7 +384,7 @@ class PathFilter(Filter):
             return miss
         reals: list[tuple[int, str, str]] = []
         _checked_paths.last = None
-        for i, (constraint, value) in enumerate(zip(self.args, values, strict=True), 1):
+        for i, (constraint, value) in enumerate(zip(self.args, values), 1):
             if not os.path.isabs(constraint):
                 if constraint != "pass" and constraint != value:
                     return Miss("argument", f"argument {i} {value!r} is not {constraint!r}")
@@ -429,7 +429,7 @@ class PathFilter(Filter):
         judged = last[2] if last is not None and last[0] is self and last[1] == tuple(argv) else {}
         args = [
             judged.get(i) or _realpath(value) if os.path.isabs(constraint) else value
-            for i, (constraint, value) in enumerate(zip(self.args, argv[1:], strict=False), 1)
+            for i, (constraint, value) in enumerate(zip(self.args, argv[1:]), 1)
         ]
         return [executable, *args]
 
@@ -588,14 +588,14 @@ class IpFilter(Filter):
     def check(self, argv: Sequence[str], strict: bool = True) -> Miss | None:
         if not argv or argv[0] != "ip":
             return Miss("command", "not an ip command")
-        for a, b in zip(argv[1:], argv[2:], strict=False):
+        for a, b in zip(argv[1:], argv[2:]):
             if a in NETNS_WORDS:
                 if b in EXEC_WORDS:
                     return Miss("netns-exec", "ip netns exec needs IpNetnsExecFilter")
                 break
         if not strict:
             return None
-        for a, b in zip(argv[1:], argv[2:], strict=False):
+        for a, b in zip(argv[1:], argv[2:]):
             if a.lower() in NETNS_WORDS and b.lower() in EXEC_WORDS:
                 return Miss("ip-netns-exec", f"'{a} {b}' would run any command in a namespace")
         for a in argv[1:]:

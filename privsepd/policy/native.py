@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -38,6 +38,11 @@ from privsepd.errors import PolicyError, ScopingError
 from privsepd.files import WITHOUT_LANDLOCK, Files
 from privsepd.kernel_names import CAPABILITIES, SYSCALLS
 from privsepd.policy.filters import RUN_AS_HELPER, Filter, Miss, Source
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, from PyPI (an environment marker installs it)
+    import tomli as tomllib
 
 __all__ = [
     "CHAIN",
@@ -189,7 +194,7 @@ class NativeCommand(Filter):
         too_few = len(given) < fixed + (1 if self.chaining else 0)
         if too_few or (self.rest is None and len(given) != fixed):
             return Miss("arity", f"{len(given)} arguments, rule needs {self._arity()}")
-        for i, (pattern, arg) in enumerate(zip(self.patterns, given, strict=False), 1):
+        for i, (pattern, arg) in enumerate(zip(self.patterns, given), 1):
             if isinstance(pattern, str):
                 if pattern != arg:
                     return Miss("argument", f"argument {i} {arg!r} is not {pattern!r}")
@@ -312,7 +317,7 @@ def argv_constraint(c: Constraint) -> Constraint:
         if bad:
             raise PolicyError(f"command choice values must be strings, got {bad!r}")
         return c
-    if isinstance(c, Bool | Bytes):
+    if isinstance(c, (Bool, Bytes)):
         raise PolicyError(f"{c.describe()} cannot constrain a command argument")
     if isinstance(c, OneOf):
         return OneOf(*(argv_constraint(m) for m in c.constraints))

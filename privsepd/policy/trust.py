@@ -32,6 +32,8 @@ from privsepd.errors import PolicyError, UnsafePolicyError
 __all__ = ["ROOT_ONLY", "Trust", "check_trusted", "read_trusted"]
 
 _MAXSYMLINKS = 40
+# Linux's (asm-generic) value; PyPy 3.9's os module lacks the name.
+O_PATH = getattr(os, "O_PATH", 0o10000000)
 _MAX_POLICY_BYTES = 16 * 1024 * 1024
 
 
@@ -122,7 +124,7 @@ class _Walk:
             raise PolicyError(f"invalid policy path {path!r}")
         if not path.startswith("/"):
             path = os.getcwd() + "/" + path
-        self._push("/", os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+        self._push("/", os.open("/", O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
         pending = _components(path)
         links = 0
         while pending:
@@ -134,7 +136,7 @@ class _Walk:
             dir_fd, dir_path, _ = self.chain[-1]
             where = _join(dir_path, name)
             try:
-                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+                fd = os.open(name, O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
             except OSError as exc:
                 raise _os_error(self.origin, where, exc) from None
             try:

@@ -12,6 +12,7 @@ import socket
 import textwrap
 
 import pytest
+from conftest import needs_posix_spawn
 
 import privsepd.audit as audit_module
 import privsepd.cli.rootwrap as rootwrap_cli
@@ -61,6 +62,7 @@ def test_helper_exec_records_of_an_unaudited_runner_are_read(root, trusted_dir):
     assert argvs(path) == [(("ip", "link", "show"), False)]
 
 
+@needs_posix_spawn
 def test_rootwrap_records_are_read(root, trusted_dir, monkeypatch):
     filters = trusted_dir / "filters.d"
     filters.mkdir(mode=0o755)

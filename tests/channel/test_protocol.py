@@ -116,7 +116,9 @@ def test_extension_types_do_not_cross():
 def test_timestamps_do_not_cross():
     import datetime
 
-    payload = msgpack.packb(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC), datetime=True)
+    payload = msgpack.packb(
+        datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc), datetime=True
+    )
     with pytest.raises(ProtocolError):
         FrameDecoder().feed(struct.pack(">I", len(payload)) + payload)
 

@@ -16,10 +16,13 @@ import sys
 import textwrap
 
 import pytest
+from conftest import needs_posix_spawn
 
 from privsepd.audit import escape_control
 from privsepd.cli.rootwrap import _syslog
 from privsepd.policy.rootwrap import RootwrapConfig
+
+pytestmark = needs_posix_spawn
 
 HARNESS = textwrap.dedent(
     """

@@ -15,6 +15,10 @@ import sys
 import textwrap
 
 import pytest
+from conftest import needs_posix_spawn
+
+pytestmark = needs_posix_spawn
+
 
 FILTERS = """
 [Filters]

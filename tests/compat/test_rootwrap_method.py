@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 import spawnsvc
-from conftest import in_child, proc_status, trusted_tree, wait_listening
+from conftest import in_child, needs_posix_spawn, proc_status, trusted_tree, wait_listening
 from oslo_config import cfg
 from svcdeps.netlink import NetlinkError
 
 from privsepd.compat.oslo_privsep import daemon as oslo_daemon
 from privsepd.compat.oslo_privsep import priv_context
+from privsepd.helper.procinfo import HAVE_PYTHON_PRCTL
 from privsepd.modes import DaemonMode, ForkMode, SpawnMode
 
 HERE = Path(__file__).resolve().parent
@@ -95,6 +96,7 @@ def test_contexts_are_named_by_their_pypath():
     assert spawnsvc.ctx.cfg_section == spawnsvc.other.cfg_section == "privsep"
 
 
+@needs_posix_spawn
 def test_configured_helper_command_spawns_privsepd_helper_for_each_context(policy):
     cfg.CONF.set_override(
         "helper_command",
@@ -106,12 +108,16 @@ def test_configured_helper_command_spawns_privsepd_helper_for_each_context(polic
     for context in (spawnsvc.ctx, spawnsvc.other):
         assert isinstance(context.context.mode, SpawnMode)
         with open(f"/proc/{context.context.helper_pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-        assert argv[-3:-1] == [b"--context", context.name.encode()]
+            cmdline = f.read()
+        if HAVE_PYTHON_PRCTL:  # the helper's title replaces its command line
+            assert cmdline.startswith(f"privsepd-helper: {context.name} [".encode())
+        else:
+            assert cmdline.split(b"\0")[-3:-1] == [b"--context", context.name.encode()]
         assert proc_status(context.context.helper_pid)["Uid"].split()[0] == "65534"
     assert spawnsvc.ctx.context.helper_pid != spawnsvc.other.context.helper_pid
 
 
+@needs_posix_spawn
 def test_spawned_helper_errors_and_logs_arrive_as_oslo_delivers_them(policy, caplog):
     cfg.CONF.set_override(
         "helper_command",

@@ -15,7 +15,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import require_feature, require_root
+from conftest import needs_posix_spawn, require_feature, require_root
 
 from privsepd import CallTimeout, DeniedError
 from privsepd.context import Context
@@ -23,6 +23,9 @@ from privsepd.helper.execute import CommandRunner, runner_factory
 from privsepd.policy.index import FilterIndex
 from privsepd.policy.loader import load_policy
 from privsepd.policy.rootwrap import parse_filters
+
+pytestmark = needs_posix_spawn
+
 
 FILTERS = """
 [Filters]

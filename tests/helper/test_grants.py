@@ -345,7 +345,7 @@ def _handle_open(path: str) -> None:
     mount_id = ctypes.c_int()
     if libc.name_to_handle_at(-100, path.encode(), handle, ctypes.byref(mount_id), 0) != 0:
         raise OSError(ctypes.get_errno(), "name_to_handle_at")
-    mount_fd = os.open("/", os.O_PATH)
+    mount_fd = os.open("/", getattr(os, "O_PATH", 0o10000000))
     try:
         fd = libc.open_by_handle_at(mount_fd, handle, os.O_RDONLY)
         if fd < 0:

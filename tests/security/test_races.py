@@ -47,6 +47,8 @@ import os
 import random
 import signal
 import struct
+import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -80,8 +82,40 @@ def share(trusted_dir) -> Path:
 #: The swapper and the process it races run on different CPUs, so the swap
 #: lands inside the checker's window rather than only when it blocks.
 PR_SET_TIMERSLACK = 29
-SWAPPER_CPU = max(os.sched_getaffinity(0))
-TARGET_CPU = min(os.sched_getaffinity(0))
+
+
+def cpus_allowed() -> set[int]:
+    """The calling thread's CPUs (PyPy 3.9's os has no sched_getaffinity: /proc tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return set(os.sched_getaffinity(0))
+    with open("/proc/thread-self/status") as f:
+        spec = next(line for line in f if line.startswith("Cpus_allowed_list:")).split()[1]
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def set_cpus(task: int, cpus: set[int]) -> None:
+    """sched_setaffinity(2) for one task (0: the caller); taskset(1) where os lacks it."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(task, cpus)
+        return
+    tid = task or threading.get_native_id()
+    done = subprocess.run(
+        ["taskset", "-p", "-c", ",".join(map(str, sorted(cpus))), str(tid)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        if not os.path.exists(f"/proc/{tid}"):
+            raise ProcessLookupError(tid)
+        raise OSError(f"taskset {tid}: {done.stderr.strip()}")
+
+
+SWAPPER_CPU = max(cpus_allowed())
+TARGET_CPU = min(cpus_allowed())
 
 
 def pin(pid: int, cpu: int) -> None:
@@ -89,7 +123,7 @@ def pin(pid: int, cpu: int) -> None:
     tasks = [pid] if pid == 0 else [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     for task in tasks:
         try:
-            os.sched_setaffinity(task, {cpu})
+            set_cpus(task, {cpu})
         except ProcessLookupError:
             pass
 
@@ -182,7 +216,7 @@ def race(
     """
     target = str(share / "d" / "shadow")
     seen: Counter = Counter()
-    cpus = os.sched_getaffinity(0)
+    cpus = cpus_allowed()
     pin(0, TARGET_CPU)
     try:
         with Swapper(share, dwell, nice) as swapper:
@@ -196,7 +230,7 @@ def race(
                     break
             swaps = swapper.swaps
     finally:
-        os.sched_setaffinity(0, cpus)
+        set_cpus(0, cpus)
     assert swaps >= 10 and seen["decoy"] >= reads and seen["refused"], (swaps, seen)
     return seen
 
