@@ -62,6 +62,11 @@ _POSIX_SPAWN_SETSID = 0x80
 RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM)
 
 
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        raise OSError(rc, f"{what}: {os.strerror(rc)}")
+
+
 def _load():
     try:
         lib = _ffi.dlopen(None)
@@ -77,14 +82,31 @@ def _load():
     return lib
 
 
+def _attributes(lib):
+    """The one spawn attribute set every command uses (posix_spawn only reads it).
+
+    Built once: each cffi call releases and retakes the GIL, a thread switch
+    when other helper threads are waiting for it.
+    """
+    attr = _ffi.new(_BUF)
+    mask = _ffi.new(_BUF)
+    defaults = _ffi.new(_BUF)
+    _check(lib.posix_spawnattr_init(attr), "posix_spawnattr_init")
+    lib.sigemptyset(mask)
+    lib.sigemptyset(defaults)
+    for sig in RESET_SIGNALS:
+        lib.sigaddset(defaults, int(sig))
+    _check(lib.posix_spawnattr_setsigmask(attr, mask), "setsigmask")
+    _check(lib.posix_spawnattr_setsigdefault(attr, defaults), "setsigdefault")
+    flags = _POSIX_SPAWN_SETSID | _POSIX_SPAWN_SETSIGMASK | _POSIX_SPAWN_SETSIGDEF
+    _check(lib.posix_spawnattr_setflags(attr, flags), "setflags")
+    return attr
+
+
 _lib = _load()
+_ATTR = _attributes(_lib) if _lib is not None else None
 #: True when this libc can spawn the way :func:`spawn` needs.
 AVAILABLE = _lib is not None and os.uname().sysname == "Linux"
-
-
-def _check(rc: int, what: str) -> None:
-    if rc != 0:
-        raise OSError(rc, f"{what}: {os.strerror(rc)}")
 
 
 def _strings(items: Sequence[bytes]):
@@ -125,39 +147,24 @@ def spawn(
         entries.append(k + b"=" + v)
     c_env, keep_env = _strings(entries)
     fa = _ffi.new(_BUF)
-    attr = _ffi.new(_BUF)
-    mask = _ffi.new(_BUF)
-    defaults = _ffi.new(_BUF)
     pid = _ffi.new("pid_t *")
     lib = _lib
     _check(lib.posix_spawn_file_actions_init(fa), "posix_spawn_file_actions_init")
     try:
-        _check(lib.posix_spawnattr_init(attr), "posix_spawnattr_init")
-        try:
-            if stdin is None:
-                _check(
-                    lib.posix_spawn_file_actions_addopen(fa, 0, b"/dev/null", os.O_RDONLY, 0),
-                    "addopen",
-                )
-            else:
-                _check(lib.posix_spawn_file_actions_adddup2(fa, stdin, 0), "adddup2")
-            _check(lib.posix_spawn_file_actions_adddup2(fa, stdout, 1), "adddup2")
-            _check(lib.posix_spawn_file_actions_adddup2(fa, stderr, 2), "adddup2")
-            _check(lib.posix_spawn_file_actions_addclosefrom_np(fa, 3), "addclosefrom_np")
-            _check(lib.posix_spawn_file_actions_addchdir_np(fa, b"/"), "addchdir_np")
-            lib.sigemptyset(mask)
-            lib.sigemptyset(defaults)
-            for sig in RESET_SIGNALS:
-                lib.sigaddset(defaults, int(sig))
-            _check(lib.posix_spawnattr_setsigmask(attr, mask), "setsigmask")
-            _check(lib.posix_spawnattr_setsigdefault(attr, defaults), "setsigdefault")
-            flags = _POSIX_SPAWN_SETSID | _POSIX_SPAWN_SETSIGMASK | _POSIX_SPAWN_SETSIGDEF
-            _check(lib.posix_spawnattr_setflags(attr, flags), "setflags")
-            # The GIL is released for this call: other threads run while the
-            # child starts (vfork semantics block only this thread).
-            rc = lib.posix_spawn(pid, bpath, fa, attr, c_argv, c_env)
-        finally:
-            lib.posix_spawnattr_destroy(attr)
+        if stdin is None:
+            _check(
+                lib.posix_spawn_file_actions_addopen(fa, 0, b"/dev/null", os.O_RDONLY, 0),
+                "addopen",
+            )
+        else:
+            _check(lib.posix_spawn_file_actions_adddup2(fa, stdin, 0), "adddup2")
+        _check(lib.posix_spawn_file_actions_adddup2(fa, stdout, 1), "adddup2")
+        _check(lib.posix_spawn_file_actions_adddup2(fa, stderr, 2), "adddup2")
+        _check(lib.posix_spawn_file_actions_addclosefrom_np(fa, 3), "addclosefrom_np")
+        _check(lib.posix_spawn_file_actions_addchdir_np(fa, b"/"), "addchdir_np")
+        # The GIL is released for this call: other threads run while the
+        # child starts (vfork semantics block only this thread).
+        rc = lib.posix_spawn(pid, bpath, fa, _ATTR, c_argv, c_env)
     finally:
         lib.posix_spawn_file_actions_destroy(fa)
     del keep_argv, keep_env
