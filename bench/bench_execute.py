@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
     try:
         policy = load_policy(write_policy(base))
         audit = os.path.join(base, "audit.log")
-        os.chdir("/")  # as a systemd service: posix_spawn needs the helper's cwd to be "/"
+        os.chdir("/")  # as a systemd service (the os.posix_spawn fallback needs cwd "/")
         ctx = Context(
             "bench-exec",
             stay_root=True,
