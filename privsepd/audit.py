@@ -77,6 +77,32 @@ _SEND_TIMEOUT = 5.0
 # One encoder (json.dumps builds a new one per call when given options).
 # ensure_ascii: every control and non-ASCII character leaves as an escape.
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _c_encoder() -> Any:
+    """The same encoding without JSONEncoder.encode's per-call set-up (~1.5 us a record).
+
+    ``encode`` builds a C encoder for every call; this one is built once.
+    Bounded records are fresh trees of JSON-native values (no cycles, depth
+    at most MAX_DEPTH), so the circular-reference check is not needed. None
+    where the C accelerator is missing (PyPy): then ``_ENCODER.encode``.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    escape = getattr(json.encoder, "c_encode_basestring_ascii", None)
+    if make is None or escape is None:
+        return None
+    return make(None, _ENCODER.default, escape, None, ":", ",", True, False, True)
+
+
+_C_ENCODE = _c_encoder()
+
+
+def _encode(fields: dict[str, Any]) -> str:
+    if _C_ENCODE is None:
+        return _ENCODER.encode(fields)
+    return "".join(_C_ENCODE(fields, 0))
+
+
 _DECISIONS_AT_WARNING = frozenset({"deny", "error", "fatal", "protocol-violation"})
 
 
@@ -154,7 +180,23 @@ def bound_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``fields`` with every value bounded; adds ``truncated`` if anything was cut."""
     bounder = _Bounder()
     value = bounder.value
-    out = {key if type(key) is str else str(key): value(item) for key, item in fields.items()}
+    out = {}
+    for key, item in fields.items():
+        if type(key) is not str:
+            key = str(key)
+        cls = type(item)
+        # Short strings and small ints, most of every record, inline: the
+        # same test and accounting as _Bounder.value, without a call per field.
+        if cls is str:
+            size = len(item)
+            if size <= MAX_FIELD and size <= bounder.left:
+                bounder.left -= size
+                out[key] = item
+                continue
+        elif cls is int and -(2**64) < item < 2**64:
+            out[key] = item
+            continue
+        out[key] = value(item)
     if bounder.truncated:
         out["truncated"] = True
     return out
@@ -349,7 +391,7 @@ class AuditLog:
         Callers that are about to act must treat AuditError as "do not act".
         """
         fields.setdefault("ts", round(time.time(), 6))
-        line = _ENCODER.encode(bound_fields(fields))
+        line = _encode(bound_fields(fields))
         try:
             if self._fd is not None:
                 data = line.encode() + b"\n"

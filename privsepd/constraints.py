@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from privsepd.errors import ConstraintError, PolicyError
+from privsepd.regex import compile_regex
 
 __all__ = [
     "CIDR",
@@ -111,7 +112,10 @@ class Regex(Constraint):
     ``fullmatch`` must consume the entire value, so ``'[a-z]+$'`` does not
     admit ``'abc\\n'`` as oslo.rootwrap's ``re.match(pattern + '$')`` does.
     Values longer than ``max_len`` are refused before matching, which bounds
-    the cost of a backtracking pattern on hostile input. Classes are ASCII
+    the cost of matching, though a pattern that nests unbounded repeats
+    (``(a+)+``) still takes time exponential in the length (``filters check``
+    reports it as ``loose-regex``). Compiled by :func:`privsepd.regex.compile_regex`:
+    any pattern re cannot compile is a PolicyError. Classes are ASCII
     (``re.ASCII``): ``\\d`` is ``[0-9]``, not also ``'١٢٣'`` or ``'１２'``, which
     ``int()`` and many programs read as digits too.
     """
@@ -121,10 +125,7 @@ class Regex(Constraint):
     def __init__(self, pattern: str, max_len: int = DEFAULT_MAX_LEN):
         if type(pattern) is not str:
             raise PolicyError(f"regex pattern must be a string, got {pattern!r}")
-        try:
-            self._compiled = re.compile(pattern, re.ASCII)
-        except re.error as exc:
-            raise PolicyError(f"invalid regex {pattern!r}: {exc}") from None
+        self._compiled = compile_regex(pattern, re.ASCII)  # any failure: PolicyError
         self.pattern = pattern
         self.max_len = _check_max_len(max_len)
 

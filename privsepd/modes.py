@@ -200,15 +200,11 @@ class SpawnMode:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
         try:
-            pid = os.posix_spawn(
+            pid = _spawn(
                 path,
                 command,
                 {"PATH": os.defpath, "LANG": "C.UTF-8"},
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, child_sock.fileno(), 0),
-                    (os.POSIX_SPAWN_DUP2, out_w, 1),
-                    (os.POSIX_SPAWN_DUP2, out_w, 2),
-                ],
+                [(child_sock.fileno(), 0), (out_w, 1), (out_w, 2)],
             )
         except OSError as exc:
             parent_sock.close()
@@ -221,6 +217,30 @@ class SpawnMode:
 
     def __repr__(self) -> str:
         return f"SpawnMode({self.command!r})"
+
+
+def _spawn(path: str, argv: list[str], env: dict[str, str], dups: list[tuple[int, int]]) -> int:
+    """Start ``path`` with ``dups`` (from, to) applied; every other descriptor is close-on-exec.
+
+    posix_spawn where the interpreter has it (vfork+exec: no Python runs in
+    the child). PyPy 3.9's os lacks it: fork, then only dup2 and execve in
+    the child, which reports a failed exec on its stderr and exits 127.
+    """
+    if hasattr(os, "posix_spawn"):
+        actions = [(os.POSIX_SPAWN_DUP2, src, dst) for src, dst in dups]
+        return os.posix_spawn(path, argv, env, file_actions=actions)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child execs or exits
+        try:
+            for src, dst in dups:
+                os.dup2(src, dst)
+            os.execve(path, argv, env)
+        except BaseException as exc:
+            try:
+                os.write(2, f"cannot run {path}: {exc}\n".encode())
+            finally:
+                os._exit(127)
+    return pid
 
 
 class DaemonMode:

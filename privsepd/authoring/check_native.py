@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from privsepd.authoring.check_base import CheckState, downgrade, under_world_writable
 from privsepd.authoring.check_programs import CATEGORIES, PATH_CATEGORIES, program_info
-from privsepd.authoring.check_regex import probe_path
+from privsepd.authoring.check_regex import backtracking, probe_path
 from privsepd.authoring.check_trust import user_writable_base
 from privsepd.constraints import PathUnder, Regex, Str
 from privsepd.errors import PolicyError
@@ -157,6 +157,16 @@ def lint_command(checker: CheckState, cmd: Filter) -> None:
             else:
                 user_writable_base(checker, cmd, c.prefix, "path_under")
         elif isinstance(c, Regex):
+            if backtracking(c.pattern):
+                checker.on(
+                    cmd,
+                    "loose-regex",
+                    "warning",
+                    f"argument {i}: regex {c.pattern!r} nests unbounded repeats",
+                    f"an argument of up to max_len ({c.max_len}) characters makes matching "
+                    "take exponential time, holding a helper worker busy",
+                    "rewrite without a repeat inside a repeat, e.g. [^/]+(/[^/]+)*",
+                )
             found = probe_path(c.pattern)
             if found:
                 problem = (found[0][0], f"regex {c.pattern!r} admits {found[0][1]!r}")

@@ -14,6 +14,8 @@ import sys
 from typing import Any
 
 from privsepd.authoring.check_base import under_world_writable
+from privsepd.errors import PolicyError
+from privsepd.regex import compile_regex
 
 __all__ = [
     "admits",
@@ -30,9 +32,10 @@ def admits(pattern: str, value: str) -> bool:
     """True if privsepd's rootwrap matching accepts value (oslo's AND full match)."""
     try:
         return (
-            re.match(pattern + "$", value) is not None and re.fullmatch(pattern, value) is not None
+            compile_regex(pattern + "$").match(value) is not None
+            and compile_regex(pattern).fullmatch(value) is not None
         )
-    except re.error:
+    except PolicyError:  # does not compile: the rule never matches
         return False
 
 
@@ -86,6 +89,7 @@ def top_level_branch(pattern: str) -> bool:
 
 def _parse(pattern: str):
     try:
+        compile_regex(pattern)  # bounded length and depth: the walkers below recurse
         _parser = sre_parser()
         return _parser, _parser.parse(pattern)
     except Exception:  # noqa: BLE001 - an unparsable pattern has no examples

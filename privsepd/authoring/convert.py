@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from privsepd.authoring.check_regex import sre_parser
 from privsepd.errors import PolicyError
 from privsepd.policy.filters import Filter
+from privsepd.regex import compile_regex
 
 __all__ = ["ARG_MAX_LEN", "Conversion", "add_parser", "convert_filters"]
 
@@ -148,6 +149,10 @@ def _command_word(filt: Filter, exe: str) -> None:
 
 
 def _regex(pattern: str) -> dict:
+    try:  # what the native loader compiles: a pattern it refuses stays a rootwrap rule
+        compile_regex(pattern, re.ASCII)
+    except PolicyError as exc:
+        raise _Unconvertible(exc.reason) from None
     if not fullmatch_is_oslo(pattern):
         raise _Unconvertible(f"pattern {pattern!r} reads differently under oslo's p+'$'")
     return {"regex": pattern, "max_len": ARG_MAX_LEN}

@@ -219,22 +219,23 @@ def helper_main(argv: list[str] | None = None) -> int:
         f"(default: {' and '.join(DEFAULT_POLICY)})",
     )
     args = parser.parse_args(argv)
-    if leaked:
-        print(
-            f"privsepd helper: refusing to run: {', '.join(leaked)} reached a root "
-            "interpreter through sudo; keep sudo's 'Defaults env_reset'",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        sock = socket.socket(fileno=os.dup(0))
+        sock: socket.socket | None = socket.socket(fileno=os.dup(0))
     except OSError:
         sock = None
-    if sock is None or sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
-        print("privsepd helper: standard input is not a Unix stream socket", file=sys.stderr)
-        return 2
-    peer = peer_credentials(sock)
+    peer: PeerCredentials | None = None
+    if sock is not None and sock.family == socket.AF_UNIX and sock.type == socket.SOCK_STREAM:
+        peer = peer_credentials(sock)
+    policy: Any = None
+    served: ServedContext | None = None
     try:
+        if leaked:
+            raise PolicyError(
+                f"refusing to run: {', '.join(leaked)} reached a root interpreter through "
+                "sudo; keep sudo's 'Defaults env_reset'"
+            )
+        if peer is None:
+            raise PolicyError("standard input is not a Unix stream socket")
         if inherited is not None:
             raise inherited
         install_import_guard()  # every module imported from here on is trust-checked
@@ -246,10 +247,65 @@ def helper_main(argv: list[str] | None = None) -> int:
                 f"to use context {served.name!r}"
             )
     except PrivsepError as exc:
+        if policy is None and served is None:
+            policy = _policy_for_audit(args.policy or DEFAULT_POLICY)
+        return _refuse_spawn(args.context, str(exc), sock if peer else None, peer, policy, served)
+    assert sock is not None and peer is not None
+    return serve_connection(served, sock, peer)
+
+
+def _policy_for_audit(paths: list[str]) -> Any:
+    """The policy, read only to learn where a refusal's record goes (None if unreadable)."""
+    from privsepd.policy.loader import load_policy
+
+    try:
+        return load_policy(paths)
+    except PrivsepError:
+        return None
+
+
+def _refuse_spawn(
+    context: str,
+    reason: str,
+    sock: socket.socket | None,
+    peer: PeerCredentials | None,
+    policy: Any,
+    served: ServedContext | None,
+) -> int:
+    """Audit a spawn-mode refusal, tell the peer why, exit 2.
+
+    The record goes where the context's own records go (the policy is read
+    for that even when the refusal came first); to the default sink when
+    the policy cannot be read or has no such context. It names the peer as
+    far as the kernel told us (nothing when stdin is no socket).
+    """
+    import signal
+
+    from privsepd.errors import AuditError
+
+    # Refused because a file-size limit could not be restored: a record past
+    # it must fail as EFBIG (AuditError, said below), not kill us mid-write.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    fields: dict[str, Any] = {
+        "context": context,
+        "decision": "deny",
+        "op": "connect",
+        "error": reason,
+        **(peer.fields() if peer is not None else {}),
+    }
+    try:
+        if served is not None:
+            audit = served.audit
+        else:
+            spec = policy.contexts.get(context) if policy is not None else None
+            audit = AuditLog.open(getattr(spec, "audit", None))
+        audit.record(**fields)
+    except AuditError as exc:
+        reason = f"{reason}; the refusal was not audited: {exc}"
+    if sock is not None:
         try:
-            sock.sendall(ServerProtocol(args.context).reject(str(exc)))
+            sock.sendall(ServerProtocol(context).reject(reason))
         except OSError:
             pass
-        print(f"privsepd helper: {exc}", file=sys.stderr)
-        return 2
-    return serve_connection(served, sock, peer)
+    print(f"privsepd helper: {reason}", file=sys.stderr)
+    return 2

@@ -268,6 +268,9 @@ class CommandRunner:
 
             audit = AuditLog()
         self.audit = audit
+        #: Who the helper serves (``peer_pid``/``peer_uid``/``peer_gid``), put in
+        #: every record; the helper's Monitor sets it once it knows (any mode).
+        self.peer: dict[str, Any] = {}
         config = getattr(policy, "config", None)
         if rlimit_nofile is None and config is not None:
             rlimit_nofile = getattr(config, "rlimit_nofile", None)
@@ -423,6 +426,7 @@ class CommandRunner:
             fields.update(rule=str(rule.source), run_as=plan.user.pw_name, caps=sorted(plan.caps))
             if plan.argv != argv:
                 fields["command"] = plan.argv
+        fields.update(self.peer)
         return fields
 
     def _record_allow(self, argv: Sequence[str], plan: ExecPlan) -> None:

@@ -55,6 +55,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from privsepd.errors import PolicyError
+from privsepd.regex import compile_regex
+
 __all__ = [
     "DEVIATIONS",
     "Candidate",
@@ -304,39 +307,32 @@ class CommandFilter(Filter):
     kind = "CommandFilter"
 
 
-def _oslo_regex(pattern: str, arg: str) -> bool:
-    try:
-        return re.match(pattern + "$", arg) is not None
-    except re.error:
-        return False
-
-
-def _full_regex(pattern: str, arg: str, flags: int = 0) -> bool:
-    try:
-        return re.fullmatch(pattern, arg, flags) is not None
-    except re.error:
-        return False
-
-
 _REGEX_META = re.compile(r"[\\.^$*+?{}\[\]|()]")
 
 
 def _regex_args(filt: Filter, argv: Sequence[str], strict: bool) -> Miss | None:
+    where = f"{filt.source.path}:{filt.source.line}: {filt.source.name}"
     for i, (pattern, arg) in enumerate(zip(filt.args, argv)):
-        if not _oslo_regex(pattern, arg):
-            return Miss("argument", f"argument {i} {arg!r} does not match {pattern!r}")
-        if strict and not _full_regex(pattern, arg):
-            return Miss(
-                "regex-anchor",
-                f"argument {i} {arg!r} matches {pattern!r}+'$' only through oslo's "
-                "loose anchoring (trailing newline, top-level '|', inline flags)",
-            )
-        if strict and not _full_regex(pattern, arg, re.ASCII):
-            return Miss(
-                "regex-unicode",
-                f"argument {i} {arg!r} matches {pattern!r} only with Unicode classes "
-                "(\\d, \\w, \\s admit non-ASCII digits, letters, spaces)",
-            )
+        code = "invalid-regex"
+        try:  # as in oslo, a pattern that does not compile denies; here the Miss says why
+            if compile_regex(pattern + "$").match(arg) is None:  # oslo's rule
+                return Miss("argument", f"argument {i} {arg!r} does not match {pattern!r}")
+            code = "regex-anchor"  # only oslo's '$' made it compile (a trailing '\\')
+            if strict and compile_regex(pattern).fullmatch(arg) is None:
+                return Miss(
+                    "regex-anchor",
+                    f"argument {i} {arg!r} matches {pattern!r}+'$' only through oslo's "
+                    "loose anchoring (trailing newline, top-level '|', inline flags)",
+                )
+            code = "regex-unicode"  # (?u) under re.ASCII: strict mode has no Unicode classes
+            if strict and compile_regex(pattern, re.ASCII).fullmatch(arg) is None:
+                return Miss(
+                    "regex-unicode",
+                    f"argument {i} {arg!r} matches {pattern!r} only with Unicode classes "
+                    "(\\d, \\w, \\s admit non-ASCII digits, letters, spaces)",
+                )
+        except PolicyError as exc:
+            return Miss(code, f"{where} argument {i}: {exc.reason}")
     return None
 
 
@@ -822,7 +818,13 @@ class Decision:
         if devs:
             c = devs[0]
             return f"no filter matched ({c.filter.source} refused: {c.miss})"
-        return "no filter matched"
+        broken = self._broken()
+        return f"no filter matched; {broken}" if broken else "no filter matched"
+
+    def _broken(self) -> str | None:
+        """Why a candidate rule could not be used at all (a pattern compile_regex refused)."""
+        misses = (c.miss for c in self.trace if c.miss is not None)
+        return next((m.detail for m in misses if ": invalid regex " in m.detail), None)
 
     @property
     def message(self) -> str:
@@ -838,4 +840,6 @@ class Decision:
                 f"Unauthorized command: {' '.join(self.argv)} "
                 f"(run_as user {self.filter.run_as!r} does not exist)"
             )
-        return f"Unauthorized command: {' '.join(self.argv)} (no filter matched)"
+        broken = self._broken()  # oslo denies such a rule too (or crashes): say which and why
+        why = f"no filter matched; {broken}" if broken else "no filter matched"
+        return f"Unauthorized command: {' '.join(self.argv)} ({why})"

@@ -51,6 +51,7 @@ from privsepd.policy.filters import (
     dangerous_env_name,
 )
 from privsepd.policy.index import FilterIndex
+from privsepd.regex import compile_regex
 
 if TYPE_CHECKING:
     from privsepd.policy.trust import Trust
@@ -425,10 +426,11 @@ def lint_filter(filt: Filter, warnings: list[PolicyWarning]) -> None:
 
     if filt.kind in ("RegExpFilter", "ChainingRegExpFilter"):
         for pattern in filt.args:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                warn("invalid-regex", f"pattern {pattern!r} does not compile ({exc})")
+            try:  # every form a match uses: oslo's p+'$', privsepd's full match (ASCII too)
+                compile_regex(pattern + "$")
+                compile_regex(pattern, re.ASCII)
+            except PolicyError as exc:
+                warn("invalid-regex", f"{exc.reason}; the rule never matches")
                 continue
             if _unbalanced(pattern):
                 warn(

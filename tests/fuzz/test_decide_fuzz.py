@@ -84,10 +84,7 @@ def check_allowed(filters: list, decision: Decision) -> None:
 # -- seeds ------------------------------------------------------------------------------------
 
 #: Seeds whose decision is wrong today, with the branch that fixes it.
-KNOWN_WRONG = {
-    "regex-huge-repeat": "NEW: a{4294967296} makes re raise OverflowError out of "
-    "FilterIndex.match (RegExpFilter catches re.error only)",
-}
+KNOWN_WRONG: dict[str, str] = {}
 
 
 def _seed(path):

@@ -12,9 +12,9 @@ constraint tables) with keys and values drawn from valid and invalid pools,
 so most examples get past TOML syntax and into the policy reader.
 
 Seeds: ``corpus/toml/*.toml`` and the shipped ``filters/*.toml`` and
-``filters/privsepd.d``. Two seeds crash the loader today (a regex with a
-repeat count beyond re's limit, a regex nested deeper than re's recursion
-limit): see KNOWN_CRASHERS.
+``filters/privsepd.d``; ``regex-*`` seeds hold every way ``re.compile``
+fails (repeat count past re's limit, nesting past the stack, flag
+conflicts, length), refused by privsepd.regex as PolicyError.
 """
 
 from __future__ import annotations
@@ -36,12 +36,7 @@ VALUES = [None, True, 0, -1, 1500, 2**40, 1.5, "", "eth0", "/etc/x", "a" * 40, b
 ARGVS = [[], ["x"], ["ip", "link", "set", "eth0", "mtu", "1500"], ["cat", "/srv/../etc/shadow"]]
 
 #: Seeds that break the invariant today. NEW: not among issue 9's items.
-KNOWN_CRASHERS = {
-    "regex-huge-repeat": "NEW: re.compile raises OverflowError for a{4294967296}; "
-    "Regex catches re.error only (also _oslo_regex/_full_regex in filters.py and lint)",
-    "regex-deep-nesting": "NEW: re.compile raises RecursionError for 1200 nested groups; "
-    "Regex catches re.error only",
-}
+KNOWN_CRASHERS: dict[str, str] = {}
 
 
 def load(text: str) -> PolicyFragment | None:
@@ -147,7 +142,8 @@ text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 scalar = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | text
 toml_scalar = scalar.filter(lambda v: v is not None)
 junk = st.recursive(toml_scalar, lambda i: st.lists(i, max_size=3), max_leaves=5)
-PATTERNS = ["[a-z]+", "\\d+", "(", "a|b", ".*", "(a+)+b", "[0-9]{1,3}", "(?i)x", "x{2,1}"]
+PATTERNS = ["[a-z]+", "\\d+", "(", "a|b", ".*", "(a+)+b", "[0-9]{1,3}", "(?i)x", "x{2,1}",
+            "a{4294967296}", "(?u)x", "(?L)x", "(" * 600 + ")" * 600]  # fmt: skip
 constraint = st.recursive(
     st.one_of(
         st.builds(lambda p, m: {"regex": p, **m}, st.sampled_from(PATTERNS) | text,

@@ -48,13 +48,36 @@ def test_comm_fits_the_kernels_15_bytes():
     assert len(procinfo.COMM.encode()) == 15
 
 
+# A service's command line: python-prctl writes the title into the room of
+# the service's own argv (which the fork-mode helper inherits), so the test
+# runs the service as a real one would be, not inside pytest's command line.
+SERVICE = textwrap.dedent(
+    """
+    import sys
+    from privsepd.context import Context
+    ctx = Context("t-title", capabilities=["CAP_NET_ADMIN"])
+    ctx.start()
+    print(ctx.helper_pid, flush=True)
+    sys.stdin.readline()
+    ctx.stop()
+    """
+)
+
+
 @needs_python_prctl
 def test_ps_shows_a_real_helpers_title():
     require_root()
-    ctx = Context("t-title", capabilities=["CAP_NET_ADMIN"])
-    ctx.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVICE, "--config-file", "/etc/neutron/neutron.conf"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        pid = ctx.helper_pid
+        line = proc.stdout.readline()
+        assert line.strip().isdigit(), proc.stderr.read()
+        pid = int(line)
         assert _cmdline(pid) == "privsepd-helper: t-title [CAP_NET_ADMIN]"
         assert _comm(pid) == "privsepd-helper"
         ps = subprocess.run(
@@ -62,7 +85,10 @@ def test_ps_shows_a_real_helpers_title():
         )
         assert ps.stdout.strip() == "privsepd-helper: t-title [CAP_NET_ADMIN]"
     finally:
-        ctx.stop()
+        proc.stdin.write("\n")
+        proc.stdin.close()
+        proc.wait(10)
+    assert proc.returncode == 0, proc.stderr.read()
 
 
 FALLBACK = textwrap.dedent(

@@ -124,18 +124,52 @@ def test_helper_command_record_keeps_argv_as_a_list(targets):
     assert record["argv"] == ["true", "x\ny", "--evil"], record["argv"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="NEW (not in issue 9): a command's own record carries no peer uid/pid",
+PEER_FIELDS = ("peer_uid", "peer_gid", "peer_pid")
+TRUE_RULE = (
+    '\n[[command]]\ncontext = "t-sec"\nname = "true"\nexec = "/bin/true"\nrun_as = "nobody"\n'
 )
-@pytest.mark.parametrize("kind", ["spawn", "daemon"])
-def test_helper_command_record_names_the_peer(targets, kind):
-    rule = (
-        '\n[[command]]\ncontext = "t-sec"\nname = "true"\nexec = "/bin/true"\nrun_as = "nobody"\n'
-    )
-    helper = targets.open(kind, extra_policy=rule)
+
+
+def _peer_of(record: dict) -> dict:
+    return {k: record.get(k) for k in PEER_FIELDS}
+
+
+@pytest.mark.parametrize("kind", ["fork", "spawn", "daemon"])
+def test_helper_command_records_name_the_peer(targets, kind):
+    """Deny, allow and done records of a command carry the peer, as a call's record does."""
+    helper = targets.open(kind, extra_policy=TRUE_RULE)
     refused(lambda: helper.execute(["true", "--peer-token"]), DeniedError)
+    assert helper.execute(["true"])[0] == 0
     helper.good_call()
-    record = helper.audit.expect(decision="deny", argv=argv_has("--peer-token"))
-    assert (record.get("peer_uid"), record.get("peer_pid")) == (0, os.getpid()), record
+    me = {"peer_uid": 0, "peer_gid": 0, "peer_pid": os.getpid()}  # the service: this process
+    records = {
+        "deny": helper.audit.expect(
+            event="command", decision="deny", argv=argv_has("--peer-token")
+        ),
+        "allow": helper.audit.expect(
+            event="command", decision="allow", argv=lambda a: a == ["true"]
+        ),
+        "done": helper.audit.expect(event="command", decision="done", argv=lambda a: a == ["true"]),
+        "call": helper.audit.expect(decision="allow", name=":echo"),
+    }
+    assert {what: _peer_of(r) for what, r in records.items()} == dict.fromkeys(records, me)
+
+
+def test_helper_command_records_have_one_shape_in_every_mode(targets):
+    """The same command leaves records with the same fields whichever mode served it."""
+    shapes = {}
+    for kind in ("fork", "spawn", "daemon"):
+        helper = targets.open(kind, extra_policy=TRUE_RULE)
+        refused(lambda h=helper: h.execute(["true", "--shape"]), DeniedError)
+        assert helper.execute(["true"])[0] == 0
+        helper.good_call()
+        deny = helper.audit.expect(event="command", decision="deny", argv=argv_has("--shape"))
+        done = helper.audit.expect(event="command", decision="done", argv=lambda a: a == ["true"])
+        varying = {"ts", "duration_ms", "peer_pid"}
+        shapes[kind] = {
+            what: {
+                k: str(v).replace(str(helper.dir), "DIR") for k, v in r.items() if k not in varying
+            }
+            for what, r in (("deny", deny), ("done", done))
+        }
+    assert shapes["fork"] == shapes["spawn"] == shapes["daemon"], shapes

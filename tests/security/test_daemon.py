@@ -17,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -63,23 +64,58 @@ def test_spawn_peer_not_in_the_uid_allow_list_is_refused(spawn):
     spawn.good_call()  # the record of the refusal is the message (see the NEW test below)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="NEW (not in issue 9): privsepd helper refuses a peer without an audit record",
-)
 def test_spawn_refused_peer_is_audited(spawn):
-    spawn_as_peer(spawn.policy, USER)
+    out, pid = spawn_as_peer(spawn.policy, USER, with_pid=True)
+    assert out.startswith("HandshakeError"), out
     spawn.good_call()
-    spawn.audit.expect(decision="deny", peer_uid=USER)
+    record = spawn.audit.expect(decision="deny", op="connect", peer_uid=USER)
+    assert {k: record.get(k) for k in ("context", "decision", "op", *PEER_FIELDS)} == {
+        "context": "t-sec",
+        "decision": "deny",
+        "op": "connect",
+        "peer_uid": USER,
+        "peer_gid": USER,
+        "peer_pid": pid,
+    }, record
+    assert f"peer uid {USER} gid {USER}" in record["error"] and "not allowed" in record["error"]
 
 
-def spawn_as_peer(policy: str, uid: int) -> str:
+def test_spawn_refusal_before_the_policy_is_read_is_audited_with_its_cause(spawn, capfd):
+    """Refused before any policy is read (interpreter variables through sudo): still recorded."""
+    sudo_like = ["env", "SUDO_UID=1000", "SUDO_USER=svc", "PYTHONPATH=/tmp"]
+    command = sudo_like + spawn_command(spawn.policy, isolated=False)
+    ctx = Context("t-sec", timeout=10, helper_command=command)
+    try:
+        ctx.start()
+        raise AssertionError("ATTACK SUCCEEDED: the helper served with PYTHONPATH from sudo")
+    except AssertionError:
+        raise
+    except Exception as exc:
+        assert "reached a root interpreter" in str(exc) + capfd.readouterr().err, exc
+    finally:
+        ctx.stop()
+    spawn.good_call()
+    record = spawn.audit.expect(decision="deny", error="PYTHONPATH reached a root interpreter")
+    assert {k: record.get(k) for k in ("context", "decision", "op", *PEER_FIELDS)} == {
+        "context": "t-sec",
+        "decision": "deny",
+        "op": "connect",
+        "peer_uid": 0,
+        "peer_gid": 0,
+        "peer_pid": os.getpid(),  # the service made the socketpair the helper got as stdin
+    }, record
+
+
+PEER_FIELDS = ("peer_uid", "peer_gid", "peer_pid")
+
+
+def spawn_as_peer(policy: str, uid: int, with_pid: bool = False) -> Any:
     """The spawn-mode channel as a service running as ``uid`` builds it.
 
     The service creates the socketpair (so SO_PEERCRED names it) and sudo
     hands one end to ``privsepd helper`` as stdin; here the child sends
     that end to us over SCM_RIGHTS and we start the helper as root.
+    ``with_pid``: also return the service's pid (what the helper should record).
     """
     courier, courier_child = socket.socketpair()
 
@@ -91,8 +127,8 @@ def spawn_as_peer(policy: str, uid: int) -> str:
         peer.hello()
         msg = peer.next_message(15)
         if msg is not None and len(msg) == 5 and msg[3] == "err":
-            return f"HandshakeError: {msg[4]}"
-        return f"ok {msg!r}"
+            return [os.getpid(), f"HandshakeError: {msg[4]}"]
+        return [os.getpid(), f"ok {msg!r}"]
 
     result: list = []
     thread = threading.Thread(target=lambda: result.append(as_user(uid, uid, service)))
@@ -107,7 +143,8 @@ def spawn_as_peer(policy: str, uid: int) -> str:
     proc.wait()
     courier.close()
     courier_child.close()
-    return result[0]
+    pid, out = result[0]
+    return (out, pid) if with_pid else out
 
 
 # -- floods ------------------------------------------------------------------------------------

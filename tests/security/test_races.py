@@ -55,6 +55,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import needs_inheritable_o_path
 
 from privsepd import DeniedError
 from privsepd.constraints import PathUnder
@@ -254,6 +255,7 @@ def share_rule(share: Path, args: str) -> str:
     ).replace("SHARE", str(share))
 
 
+@needs_inheritable_o_path
 def test_fork_command_path_under_argument_holds_while_its_directory_is_swapped(targets, share):
     fork = targets.open("fork", extra_policy=share_rule(share, '[{ path_under = "SHARE" }]'))
     fork.good_call()
@@ -263,6 +265,7 @@ def test_fork_command_path_under_argument_holds_while_its_directory_is_swapped(t
     fork.audit.expect(event="command", decision="allow", argv=argv_has("cat"))
 
 
+@needs_inheritable_o_path
 def test_fork_command_rest_path_under_arguments_hold_while_swapped(targets, share):
     rule = share_rule(share, '[{ rest = { path_under = "SHARE" } }]')
     fork = targets.open("fork", extra_policy=rule)

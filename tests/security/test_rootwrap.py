@@ -276,3 +276,38 @@ def test_rootwrap_native_rule_command_cannot_raise_a_capability_it_was_not_grant
         assert int(st["CapEff"], 16) == int(st["CapAmb"], 16) == 1 << 12, st
     shim.good_call()
     shim.audit.expect(decision="allow", argv=argv_has(capraise, "21"))
+
+
+# -- policy regexes re cannot compile -------------------------------------------------------------
+
+BROKEN_REGEX_RULES = {
+    # rule: (filter line, argv that reaches it, cause privsepd must name)
+    "big": ("RegExpFilter, /bin/echo, root, echo, a{4294967296}", ["echo", "a"], "repeat count"),
+    "deep": (
+        "RegExpFilter, /bin/ls, root, ls, " + "(" * 1200 + "a" + ")" * 1200,
+        ["ls", "a"],
+        "nested 1200 deep",
+    ),
+    "uni": ("RegExpFilter, /bin/cat, root, cat, (?u)[a-z]+", ["cat", "abc"], "(?u)"),
+}
+
+
+def test_rootwrap_argument_reaching_a_rule_whose_regex_does_not_compile_is_denied_naming_it(
+    targets,
+):
+    """Before: OverflowError/RecursionError tracebacks, exit 1 (oslo.rootwrap crashes the same
+    way); now oslo's decision for a badly-formed filter (deny, 99), with the rule and cause."""
+    rules = "".join(f"{name}: {line}\n" for name, (line, _, _) in BROKEN_REGEX_RULES.items())
+    shim = targets.rootwrap(rules)
+    for name, (_, argv, cause) in BROKEN_REGEX_RULES.items():
+        result = shim.run(*argv)
+        err = result.stderr.decode()
+        assert result.returncode == 99, f"{argv!r} exited {result.returncode}: {err[-500:]}"
+        assert "Traceback" not in err, err[-500:]
+        first = err.splitlines()[0]
+        assert f"Unauthorized command: {' '.join(argv)} (no filter matched; " in first, first
+        assert "redteam.filters:" in first and f" {name} argument 1: invalid regex " in first
+        assert cause in first, first
+    shim.good_call()
+    for _line, argv, cause in BROKEN_REGEX_RULES.values():
+        shim.audit.expect(decision="deny", argv=argv_has(*argv), rc=99, reason=cause)
