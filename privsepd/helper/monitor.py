@@ -342,7 +342,7 @@ def preload() -> None:
     """
     from privsepd import paths
     from privsepd.channel import peer, server  # noqa: F401
-    from privsepd.helper import execute, memory, process, scoping  # noqa: F401
+    from privsepd.helper import execute, memory, process, scoping, spawn  # noqa: F401
 
     paths.warm_up()
 
