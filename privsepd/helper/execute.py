@@ -57,9 +57,12 @@ import select
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 from privsepd.errors import CallTimeout, DeniedError
+
+TYPE_CHECKING = False  # not typing: privsepd-rootwrap imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT",
