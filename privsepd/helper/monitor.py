@@ -342,7 +342,7 @@ def preload() -> None:
     """
     from privsepd import paths
     from privsepd.channel import peer, server  # noqa: F401
-    from privsepd.helper import execute, memory, process, scoping  # noqa: F401
+    from privsepd.helper import execute, memory, process, scoping, spawn  # noqa: F401
 
     paths.warm_up()
 
@@ -440,7 +440,7 @@ def _helper_main(
     # interpreter's own files may be out of reach (another uid, Landlock).
     from privsepd.channel import server as _server  # noqa: F401
     from privsepd.channel.peer import peer_credentials
-    from privsepd.helper import memory  # noqa: F401
+    from privsepd.helper import memory, spawn  # noqa: F401
     from privsepd.helper.process import scrub_environment
     from privsepd.helper.scoping import enter_scope
 
