@@ -4,10 +4,14 @@ Run as root: ``python bench/bench_rootwrap.py [--rounds N] [--out FILE]``.
 
 Part 1, one command per process (what ``sudo X-rootwrap CONF cmd`` costs):
 wall time of ``privsepd-rootwrap`` (policy cache on, and ``--no-cache``)
-vs ``oslo-rootwrap`` vs the floor, the very interpreter the console scripts
-run on started with ``-c pass``, for an allowed ``/bin/true`` with 10 and
-10,000 rules. The systems are interleaved round by round so drift in
-machine load hits all of them alike; medians are reported.
+vs ``oslo-rootwrap`` vs the floor, for an allowed ``/bin/true`` with 10 and
+10,000 rules. The floor is the interpreter named in the console script's
+own ``#!`` line started with ``-I -c pass`` (never a ``python3`` from PATH,
+which may be a pyenv wrapper script; a site ``.pth`` hook runs in the floor
+as in the script). The systems are interleaved round by round, in an order
+that rotates each round, so drift in machine load hits all of them alike;
+medians of wall time and of the process tree's CPU time (user + system,
+from wait4) are reported, and the minimum wall time.
 
 Part 2, commands from a long-lived service: ``ctx.execute(['/bin/true'])``
 through a running helper vs bare ``os.posix_spawn`` + ``waitpid`` vs
@@ -83,31 +87,68 @@ def trusted_base() -> str:
 # ----------------------------------------------------------------- part 1: CLI
 
 
-def wall(cmd: list[str]) -> float:
+def wall(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the process and the children it waited for)."""
     start = time.perf_counter()
-    rc = subprocess.call(cmd, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
-    if rc != 0:
-        raise SystemExit(f"{cmd} exited {rc}")
-    return elapsed
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd} exited {proc.returncode}")
+    return elapsed, usage.ru_utime + usage.ru_stime
 
 
-def bench_cli(base: str, rounds: int) -> dict[str, float]:
+def interpreter_of(path: str) -> str:
+    """The interpreter a console script's ``#!`` line names (pip writes no arguments)."""
+    with open(path, "rb") as f:
+        line = f.readline()
+    if not line.startswith(b"#!"):
+        raise SystemExit(f"{path} has no #! line")
+    words = line[2:].decode().split()
+    if len(words) != 1 or not os.path.isabs(words[0]):
+        raise SystemExit(f"{path}: unexpected #! line {line!r}")
+    return words[0]
+
+
+def bench_cli(
+    base: str, rounds: int, compare: dict[str, str] | None = None
+) -> dict[str, dict[str, float]]:
+    """{system: {"wall": median ms, "min": min ms, "cpu": median CPU ms}}.
+
+    ``compare`` maps a label to another ``privsepd-rootwrap`` script (an
+    older commit installed in its own venv), measured in the same rounds.
+    """
     confs = {n: write_policy(base, n) for n in (10, 10_000)}
     cache = os.path.join(base, "cache")
     ours, oslo = script("privsepd-rootwrap"), script("oslo-rootwrap")
-    systems = {"floor": [sys.executable, "-c", "pass"]}
+    if interpreter_of(ours) != interpreter_of(oslo):
+        raise SystemExit("privsepd-rootwrap and oslo-rootwrap run on different interpreters")
+    systems = {"floor": [interpreter_of(ours), "-I", "-c", "pass"]}
     for n, conf in confs.items():
         systems[f"privsepd-rootwrap {n}"] = [ours, "--cache-dir", cache, conf, "true"]
         systems[f"privsepd-rootwrap --no-cache {n}"] = [ours, "--no-cache", conf, "true"]
         systems[f"oslo-rootwrap {n}"] = [oslo, conf, "true"]
+        for label, other in (compare or {}).items():
+            other_cache = os.path.join(base, f"cache-{label}")
+            systems[f"{label} {n}"] = [other, "--cache-dir", other_cache, conf, "true"]
+    for label, other in (compare or {}).items():
+        systems[f"floor {label}"] = [interpreter_of(other), "-I", "-c", "pass"]
     for cmd in systems.values():  # warm page cache, write the policy cache
         wall(cmd)
-    samples: dict[str, list[float]] = {k: [] for k in systems}
-    for _ in range(rounds):
-        for name, cmd in systems.items():
-            samples[name].append(wall(cmd))
-    return {k: statistics.median(v) * 1000 for k, v in samples.items()}
+    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in systems}
+    order = list(systems)
+    for r in range(rounds):
+        for name in order[r % len(order) :] + order[: r % len(order)]:
+            samples[name].append(wall(systems[name]))
+    return {
+        k: {
+            "wall": statistics.median(w for w, _ in v) * 1000,
+            "min": min(w for w, _ in v) * 1000,
+            "cpu": statistics.median(c for _, c in v) * 1000,
+        }
+        for k, v in samples.items()
+    }
 
 
 # ----------------------------------------------------------------- part 2: execute
@@ -212,8 +253,14 @@ def bench_execute(base: str, calls: int) -> dict[str, float]:
 def machine() -> list[str]:
     from importlib import metadata as md
 
+    def version(name: str) -> str:
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return "not installed"
+
     versions = ", ".join(
-        f"{p} {md.version(p)}" for p in ("privsepd", "oslo.rootwrap", "oslo.privsep", "msgpack")
+        f"{p} {version(p)}" for p in ("privsepd", "oslo.rootwrap", "oslo.privsep", "msgpack")
     )
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
@@ -226,30 +273,49 @@ def machine() -> list[str]:
     ]
 
 
-def report(cli: dict[str, float], exe: dict[str, float], rounds: int, calls: int) -> str:
-    floor = cli["floor"]
+def report_cli(cli: dict[str, dict[str, float]], rounds: int, floor_cmd: str) -> list[str]:
+    floor = cli["floor"]["wall"]
+    labels = [k[len("floor ") :] for k in cli if k.startswith("floor ")]
     lines = ["## privsepd-rootwrap vs oslo-rootwrap: one command per process", ""]
-    lines.append(f"Median wall ms of {rounds} interleaved rounds, allowed `/bin/true`.")
+    lines.append(
+        f"{rounds} interleaved rounds, allowed `/bin/true`; floor: `{floor_cmd}`. "
+        "Median wall ms (minimum in brackets), then wall ms above the floor, the "
+        "ratio to the floor, oslo-rootwrap's wall ÷ this, and median CPU ms "
+        "(user + system of the process tree) above the floor's."
+    )
     lines.append("")
-    lines.append("| system | 10 rules | 10,000 rules | × floor (10 / 10k) | oslo ÷ this |")
-    lines.append("|---|---|---|---|---|")
-    lines.append(f"| floor (`{sys.executable} -c pass`) | {floor:.1f} | {floor:.1f} | 1.00 | |")
+    lines.append(
+        "| system | rules | wall ms (min) | above floor | × floor | oslo ÷ this | CPU above floor |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    f = cli["floor"]
+    lines.append(f"| floor | – | {floor:.1f} ({f['min']:.1f}) | 0 | 1.00 | | 0 |")
+    for label in labels:
+        g = cli[f"floor {label}"]
+        lines.append(
+            f"| floor of {label}'s interpreter | – | {g['wall']:.1f} ({g['min']:.1f}) "
+            f"| {g['wall'] - floor:.1f} | {g['wall'] / floor:.2f} | | {g['cpu'] - f['cpu']:.1f} |"
+        )
     for label, key in (
         ("privsepd-rootwrap (cache)", "privsepd-rootwrap"),
         ("privsepd-rootwrap --no-cache", "privsepd-rootwrap --no-cache"),
         ("oslo-rootwrap", "oslo-rootwrap"),
+        *((f"{label} (cache)", label) for label in labels),
     ):
-        a, b = cli[f"{key} 10"], cli[f"{key} 10000"]
-        oa, ob = cli["oslo-rootwrap 10"], cli["oslo-rootwrap 10000"]
-        lines.append(
-            f"| {label} | {a:.1f} | {b:.1f} | {a / floor:.2f} / {b / floor:.2f} "
-            f"| {oa / a:.2f} / {ob / b:.2f} |"
-        )
-    lines.append("")
-    lines.append(
-        "Above the floor (ms): "
-        + ", ".join(f"{k} {v - floor:.1f}" for k, v in cli.items() if k != "floor")
-    )
+        for n in (10, 10000):
+            m, oslo = cli[f"{key} {n}"], cli[f"oslo-rootwrap {n}"]
+            lines.append(
+                f"| {label} | {n:,} | {m['wall']:.1f} ({m['min']:.1f}) | {m['wall'] - floor:.1f} "
+                f"| {m['wall'] / floor:.2f} | {oslo['wall'] / m['wall']:.2f} "
+                f"| {m['cpu'] - f['cpu']:.1f} |"
+            )
+    return lines
+
+
+def report(cli: dict, exe: dict[str, float], rounds: int, calls: int, floor_cmd: str) -> str:
+    lines = report_cli(cli, rounds, floor_cmd) if cli else []
+    if not exe:
+        return "\n".join(lines)
     lines += ["", "## ctx.execute vs posix_spawn vs oslo daemons: commands from a service", ""]
     lines.append(f"Wall ms per `/bin/true`, median of 5 batches of {calls} commands.")
     lines.append("")
@@ -275,6 +341,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--calls", type=int, default=800)
     parser.add_argument("--out", default=None, help="also write the report to this file")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="LABEL=SCRIPT",
+        help="also measure another privsepd-rootwrap script (e.g. an older commit's venv)",
+    )
+    parser.add_argument(
+        "--part", choices=("all", "cli", "execute"), default="all", help="which part to run"
+    )
     args = parser.parse_args()
     out_path = os.path.abspath(args.out) if args.out else None
     if os.geteuid() != 0:
@@ -287,11 +363,16 @@ def main() -> int:
     base = trusted_base()
     try:
         head = machine()
-        cli = bench_cli(base, args.rounds)
-        exe = bench_execute(base, args.calls)
+        compare = dict(c.split("=", 1) for c in args.compare)
+        cli = bench_cli(base, args.rounds, compare) if args.part in ("all", "cli") else {}
+        if args.part == "execute":
+            write_policy(base, 10)
+        exe = bench_execute(base, args.calls) if args.part in ("all", "execute") else {}
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    text = "\n".join(head) + "\n\n" + report(cli, exe, args.rounds, args.calls) + "\n"
+    floor_cmd = f"{interpreter_of(script('privsepd-rootwrap'))} -I -c pass"
+    body = report(cli, exe, args.rounds, args.calls, floor_cmd)
+    text = "\n".join(head) + "\n\n" + body + "\n"
     print(text)
     if out_path:
         with open(out_path, "w") as f:

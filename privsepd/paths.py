@@ -33,7 +33,10 @@ import errno
 import os
 import stat
 from collections.abc import Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # not typing: privsepd-rootwrap imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "RESOLVE_BENEATH",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import re
 import sys
 
@@ -77,6 +78,11 @@ def test_deep_groups_are_a_policy_error_at_any_stack_depth():
     room = 60  # frames left for compile_regex: far fewer than the pattern needs
     depth = sys.getrecursionlimit() - room - len(_stack())
     got = descend(depth)
+    if platform.python_implementation() == "PyPy":
+        # PyPy's re compiles without recursing at the application level:
+        # the pattern simply compiles (got None), it never escapes as RecursionError.
+        assert got is None or "nested too deeply to compile" in str(got), got
+        return
     assert isinstance(got, PolicyError) and "nested too deeply to compile" in str(got), got
 
 

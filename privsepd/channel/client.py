@@ -437,6 +437,11 @@ class ClientChannel:
         """Wait until the reader hands us our reply, the reader role, or a slot."""
         remaining = deadline - time.monotonic()
         woken = remaining > 0 and waiter.lock.acquire(timeout=remaining)
+        if woken and waiter.reply is not None and not waiter.lead:
+            # The common case, without the mutex: the reader set the reply
+            # (under the mutex) before it woke us, and a waiter with a reply
+            # is never handed the reader role (it is woken already).
+            return waiter.reply
         with self._mutex:
             if waiter.reply is not None:
                 if self._reader is waiter:

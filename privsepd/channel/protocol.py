@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -115,6 +116,31 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise ProtocolError(f"msgpack extension type {code} is not allowed")
 
 
+# One msgpack Packer per thread. ``packb`` builds a Packer per call, and with
+# it a 256 KiB buffer: in a helper (whose malloc mmaps every block over 128
+# KiB, see helper.memory) that was an mmap, a page fault and a munmap per
+# reply. A Packer is not shared between threads (its buffer is its state).
+_packers = threading.local()
+# A Packer that grew past this for one big frame is dropped, not kept: a
+# helper must give a large call's memory back (helper.memory).
+_PACKER_KEEP = 64 * 1024
+
+
+def _packb(message: Any) -> bytes:
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True, buf_size=4096)
+    try:
+        payload = packer.pack(message)  # autoreset: empty again, also after an error
+    except BaseException:
+        del _packers.packer  # whatever state it is in, it is not reused
+        raise
+    if len(payload) > _PACKER_KEEP:
+        del _packers.packer
+    return payload
+
+
 def encode_frame(message: Any, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """Serialize one message as a length-prefixed frame.
 
@@ -126,7 +152,7 @@ def encode_frame(message: Any, limits: Limits = DEFAULT_LIMITS) -> bytes:
     except ProtocolError as exc:
         raise CrossingError(str(exc)) from None
     try:
-        payload = msgpack.packb(message, use_bin_type=True)
+        payload = _packb(message)
     except OverflowError as exc:
         raise CrossingError(f"an integer is outside msgpack's 64-bit range ({exc})") from None
     except (TypeError, ValueError) as exc:
@@ -149,6 +175,18 @@ class FrameDecoder:
         self.limits = limits
         self._buf = bytearray()
         self._error: ProtocolError | None = None
+        self._options = {
+            "raw": False,
+            "use_list": True,
+            "strict_map_key": False,
+            "ext_hook": _reject_ext,
+            "timestamp": 0,
+            "max_str_len": limits.max_frame,
+            "max_bin_len": limits.max_frame,
+            "max_array_len": limits.max_container,
+            "max_map_len": limits.max_container,
+            "max_ext_len": 64,  # larger ones fail here; smaller ones reach _reject_ext
+        }
 
     @property
     def buffered(self) -> int:
@@ -166,6 +204,8 @@ class FrameDecoder:
 
     def _feed(self, data: bytes) -> list[Any]:
         buf = self._buf
+        if not buf:
+            return self._feed_fresh(data)
         buf += data
         out = []
         pos = 0
@@ -186,9 +226,46 @@ class FrameDecoder:
             del buf[:pos]
         return out
 
-    def _decode(self, payload: bytes) -> Any:
+    def _feed_fresh(self, data: bytes) -> list[Any]:
+        """``_feed`` when nothing is buffered: whole frames decode straight from ``data``.
+
+        The common case (a read that holds whole frames) then copies no
+        payload; only an incomplete tail is buffered. Same checks, same order.
+        """
+        out = []
+        pos = 0
+        size = len(data)
+        limits = self.limits
+        view = memoryview(data)  # (not released: the decoder may hold a slice)
+        while size - pos >= 4:
+            (length,) = HEADER.unpack_from(data, pos)
+            if length > limits.max_frame:
+                raise ProtocolError(f"frame of {length} bytes exceeds limit of {limits.max_frame}")
+            if length == 0:
+                raise ProtocolError("empty frame")
+            end = pos + 4 + length
+            if end > size:
+                break
+            out.append(self._decode(view[pos + 4 : end]))
+            pos = end
+        if pos < size:
+            self._buf += data[pos:]
+        return out
+
+    def _decode(self, payload: bytes | memoryview) -> Any:
         limits = self.limits
         budget = limits.max_containers_total
+        if len(payload) <= budget:
+            # Every array or map takes at least one byte of the payload, so
+            # this one cannot exceed the budget: no per-container hook.
+            try:
+                value = msgpack.unpackb(payload, **self._options)
+            except ProtocolError:
+                raise
+            except Exception as exc:
+                raise ProtocolError(f"malformed frame: {type(exc).__name__}: {exc}") from None
+            check_value(value, limits)
+            return value
         count = 0
 
         def count_container(obj: Any) -> Any:
@@ -205,16 +282,7 @@ class FrameDecoder:
                 payload,
                 object_hook=count_container,
                 list_hook=count_container,
-                raw=False,
-                use_list=True,
-                strict_map_key=False,
-                ext_hook=_reject_ext,
-                timestamp=0,
-                max_str_len=limits.max_frame,
-                max_bin_len=limits.max_frame,
-                max_array_len=limits.max_container,
-                max_map_len=limits.max_container,
-                max_ext_len=64,  # larger ones fail here; smaller ones reach _reject_ext
+                **self._options,
             )
         except ProtocolError:
             raise
@@ -275,7 +343,7 @@ def _check_request(msg: Any, limits: Limits = DEFAULT_LIMITS) -> Request:
         raise ProtocolError(f"request name of {len(name)} characters exceeds {limits.max_name}")
     if not isinstance(args, list):
         raise ProtocolError("request args must be an array")
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+    if not isinstance(kwargs, dict) or (kwargs and not all(isinstance(k, str) for k in kwargs)):
         raise ProtocolError("request kwargs must be a map with string keys")
     return Request(rid, op, name, args, kwargs)
 

@@ -24,6 +24,7 @@ closes.
 from __future__ import annotations
 
 import collections
+import os
 import socket
 import threading
 import time
@@ -45,6 +46,12 @@ WATCH_IDLE = 0.05
 # After a read brings several requests at once, commands hand the reader
 # role on at once for this long.
 CONTENDED_FOR = 0.05
+# Commands (OP_EXEC) started within the last SLOW_CALL that may run at once:
+# one per CPU, and two on one CPU (one command's exec overlaps the next one's
+# set-up). More only queue for the CPUs while their worker threads fight
+# over the GIL. A command running longer than SLOW_CALL no longer counts,
+# so slow commands always overlap.
+EXEC_PARALLEL = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
 # Extra workers exit after waiting this long with nothing to do.
 WORKER_IDLE = 1.0
 # A client must complete the handshake within this many seconds.
@@ -87,6 +94,7 @@ class HelperServer:
         self._large: set[int] = set()  # ids of requests that arrived in a large frame
         self._slots = list(range(self._max_workers - 1, -1, -1))  # free stats slots
         self._running = 0
+        self._commands: dict[int, float] = {}  # running OP_EXEC: request id -> start
         self._draining = False
         self._eof = False
         self._cond = threading.Condition(threading.Lock())
@@ -161,6 +169,7 @@ class HelperServer:
                 request = self._take(me)
                 if request is None:
                     break
+                rid = request.id
                 self.stats.begin(slot, time.monotonic())
                 ok, payload = self._dispatch(request)
                 frame, heavy = self._reply_frame(request, ok, payload)
@@ -171,6 +180,7 @@ class HelperServer:
                 del request
                 with self._cond:
                     self._running -= 1
+                    self._commands.pop(rid, None)
                     self.stats.end(slot, time.monotonic())
                     self._held.append(frame)
                     if self._reader == me:
@@ -199,22 +209,25 @@ class HelperServer:
             while True:
                 if self._closed.is_set():
                     return None
-                if self._backlog:
+                capped = bool(self._backlog) and self._commands_full(self._backlog[0])
+                if self._backlog and not capped:
                     if self._reader == me:
                         # Still the reader: a slow call from the backlog must
                         # be visible to the watcher like any other.
                         self._busy_since = time.monotonic()
-                    self._running += 1
-                    return self._backlog.popleft()
+                    return self._started(self._backlog.popleft())
                 if self._reader is None or self._reader == me:
                     self._reader = me
                     # About to block reading: nothing may stay held.
                     self._release_held()
                     break
                 self._idle += 1
+                # Behind a full set of commands, the watcher wakes this worker
+                # once one of them has run for SLOW_CALL; a finishing
+                # command's worker takes the backlog itself.
                 woke = self._cond.wait(WORKER_IDLE)
                 self._idle -= 1
-                if not woke and self._workers > 1 and self._reader is not None:
+                if not woke and not capped and self._workers > 1 and self._reader is not None:
                     if not self._backlog:
                         return None  # surplus worker retires
         requests = self._read()
@@ -230,30 +243,56 @@ class HelperServer:
                 self._cond.notify(len(requests))
                 if self._closed.is_set():
                     return None
-                self._running += 1
-                return self._backlog.popleft()
-            self._running += 1
+                return self._started(self._backlog.popleft())
+            first = self._started(requests[0])
             now = time.monotonic()
             if len(requests) > 1:
                 # The reader runs the rest too (most calls are short); the
                 # watcher brings in other workers if one of them is slow.
                 self._backlog.extend(requests[1:])
                 self._contended_until = now + CONTENDED_FOR
-            first = requests[0]
             self._last_call = now
-            if first.op == OP_EXEC and now < self._contended_until:
+            if (
+                first.op == OP_EXEC
+                and now < self._contended_until
+                and not self._commands_full(first, own=True)
+            ):
                 # A command takes a fork, an exec and a wait (~0.5 ms): while
                 # the client has several requests in flight, hand the reader
                 # role on now rather than after SLOW_CALL so commands overlap.
                 # (A lone caller would only pay for the hand-off.)
                 self._reader = None
                 self._busy_since = None
-                self._summon(1 + len(self._backlog))
+                self._summon(1 + self._runnable())
             else:
                 self._busy_since = now
             if not self._watch.is_set():
                 self._start_watch()
             return first
+
+    def _started(self, request: Request) -> Request:
+        """Count a request this worker is about to run (cond held)."""
+        self._running += 1
+        if request.op == OP_EXEC:
+            self._commands[request.id] = time.monotonic()
+        return request
+
+    def _commands_full(self, request: Request, own: bool = False) -> bool:
+        """True if ``request`` is a command and EXEC_PARALLEL recent ones run (cond held).
+
+        ``own``: ``request`` is already counted among them.
+        """
+        if request.op != OP_EXEC or len(self._commands) - own < EXEC_PARALLEL:
+            return False
+        recent = time.monotonic() - SLOW_CALL
+        fresh = sum(start > recent for start in self._commands.values())
+        return fresh - own >= EXEC_PARALLEL
+
+    def _runnable(self) -> int:
+        """Backlog requests a woken worker may take now (cond held)."""
+        if self._backlog and self._commands_full(self._backlog[0]):
+            return 0
+        return len(self._backlog)
 
     def _read(self) -> list[Request]:
         """Read until at least one request is complete (reader role held)."""
@@ -358,10 +397,10 @@ class HelperServer:
                         self._busy_since = None
                 # Someone must read the socket and someone must run each
                 # queued request: wake idle workers first, then start more.
-                need = (self._reader is None) + len(self._backlog)
+                need = (self._reader is None) + self._runnable()
                 if need > 0:
                     self._summon(need)
-                elif busy is None and now - self._last_call > WATCH_IDLE:
+                elif busy is None and not self._backlog and now - self._last_call > WATCH_IDLE:
                     self._watch.clear()
 
     def _reply_frame(self, request: Request, ok: bool, payload: Any) -> tuple[bytes, bool]:

@@ -234,8 +234,10 @@ class Daemon:
     # -- policy ----------------------------------------------------------------
 
     def _load(self) -> tuple[dict[str, ServedContext], dict[str, float], list[str]]:
+        from privsepd.helper.monitor import preload
         from privsepd.policy.loader import load_policy
 
+        preload()  # once here, not again in every connection's helper
         policy = load_policy(self.policy_paths)
         names = self.only or sorted(policy.contexts)
         served: dict[str, ServedContext] = {}

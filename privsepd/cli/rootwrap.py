@@ -405,7 +405,7 @@ def _parse(args: list[str]) -> tuple[bool, str | None, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console script entry point; returns the exit code (oslo's codes)."""
+    """The shim: decide and run; returns the exit code (oslo's codes). See console_main."""
     args = list(sys.argv if argv is None else argv)
     execname = args.pop(0) if args else "privsepd-rootwrap"
     if args[:1] in (["--help"], ["-h"]):
@@ -425,6 +425,32 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"{execname}: {exc.detail}\n")
         sys.stderr.flush()
         return exc.code
+
+
+def console_main() -> int:
+    """The ``privsepd-rootwrap`` console script: :func:`main`, then leave at once.
+
+    Interpreter finalization (tearing down every module, a last garbage
+    collection) costs more CPU than the shim's own work, and by the time
+    :func:`main` returns there is nothing left for it to do: the command was
+    waited for, audit records went out through ``os.write``/``send`` (no
+    buffers), and this path starts no thread and registers no atexit hook.
+    So stdio is flushed and the process calls ``os._exit`` with the code. Whenever
+    that is not certain (a flush fails, an atexit hook or threading is
+    loaded: the full-load path imports logging), Python exits normally.
+    """
+    rc = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 -- let the normal exit report it
+        return rc
+    import atexit
+
+    pending = getattr(atexit, "_ncallbacks", None)  # CPython; elsewhere: exit normally
+    if pending is None or pending() or "threading" in sys.modules:
+        return rc
+    os._exit(rc & 0xFF)
 
 
 # Variables that change what a Python interpreter loads or executes. sudo's

@@ -57,9 +57,12 @@ import select
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 from privsepd.errors import CallTimeout, DeniedError
+
+TYPE_CHECKING = False  # not typing: privsepd-rootwrap imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT",
@@ -255,6 +258,7 @@ class CommandRunner:
         max_output: int = DEFAULT_MAX_OUTPUT,
         audit: Any = None,
     ) -> None:
+        from privsepd.helper import spawn  # noqa: F401 -- bound now, before any scoping
         from privsepd.helper.scoping import parse_capabilities
 
         self.index = _index_of(policy, context, exec_dirs)
@@ -512,7 +516,16 @@ def spawn(plan: ExecPlan, input: bytes | None, max_output: int) -> tuple[int, by
             **kwargs,
         )
 
-    start = popen if kwargs or not _posix_spawn_safe() else lambda: _posix_spawn(plan, input)
+    from privsepd.helper import spawn as _spawn
+
+    if kwargs:
+        start = popen
+    elif _spawn.AVAILABLE:
+        start = lambda: _posix_spawn(plan, input, _spawn.spawn)  # noqa: E731
+    elif _posix_spawn_safe():
+        start = lambda: _posix_spawn(plan, input)  # noqa: E731
+    else:
+        start = popen
     if plan.caps:
         from privsepd.helper.scoping import ambient_capabilities
 
@@ -580,27 +593,38 @@ class _Spawned:
         return self.returncode
 
 
-def _posix_spawn(plan: ExecPlan, input: bytes | None) -> _Spawned:
-    """vfork+exec without Python in the child: ~0.3 ms cheaper than Popen per command."""
+def _posix_spawn(plan: ExecPlan, input: bytes | None, spawner: Any = None) -> _Spawned:
+    """vfork+exec without Python in the child: ~0.3 ms cheaper than Popen per command.
+
+    ``spawner`` is :func:`privsepd.helper.spawn.spawn` when libc allows it
+    (GIL released while the child starts; descriptors closed and cwd set in
+    the child), else ``os.posix_spawn`` after :func:`_posix_spawn_safe`.
+    """
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     in_r = in_w = -1
-    actions: list[tuple] = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
     if input:
         in_r, in_w = os.pipe()
-        actions.append((os.POSIX_SPAWN_DUP2, in_r, 0))
-    else:
-        actions.append((os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0))
     try:
-        pid = os.posix_spawn(
-            plan.argv[0],
-            plan.argv,
-            plan.env,
-            file_actions=actions,
-            setsid=True,
-            setsigmask=(),
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM),
-        )
+        if spawner is not None:  # (PyPy 3.9 too: it lacks os.posix_spawn, not cffi)
+            pid = spawner(plan.argv[0], plan.argv, plan.env, in_r if input else None, out_w, err_w)
+        else:
+            actions: list[tuple] = [
+                (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2),
+                (os.POSIX_SPAWN_DUP2, in_r, 0)
+                if input
+                else (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            ]
+            pid = os.posix_spawn(
+                plan.argv[0],
+                plan.argv,
+                plan.env,
+                file_actions=actions,
+                setsid=True,
+                setsigmask=(),
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM),
+            )
     except BaseException:
         for fd in (out_r, err_r, in_w):
             if fd >= 0:
@@ -680,7 +704,10 @@ def _communicate(
                     proc.stdin.close()
                     open_fds -= 1
                 continue
-            data = os.read(fd, 65536)
+            # A pipe whose writers all closed reports POLLHUP, with POLLIN
+            # only while data is left: no read needed to see that EOF (two
+            # syscalls, and two GIL hand-offs, fewer per command).
+            data = os.read(fd, 65536) if events & select.POLLIN else b""
             if not data:
                 poller.unregister(fd)
                 open_fds -= 1

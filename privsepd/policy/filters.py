@@ -35,8 +35,8 @@ filter with the same ``run_as`` (the index does that recursion).
 ``index_keys()`` tells the :class:`~privsepd.policy.index.FilterIndex` which
 ``argv[0]`` values a filter can possibly accept (``None``: cannot tell).
 
-A match produces a :class:`Decision` (defined here so every front end shares
-it): allowed or not, the outcome (``allow``, ``no-match``,
+A match produces a :class:`Decision` (re-exported here from
+:mod:`privsepd.policy.decision`): allowed or not, the outcome (``allow``, ``no-match``,
 ``not-executable``, ``bad-user``), the matched filter, resolved executable,
 final command, run-as user/uid/gid, environment additions, oslo-compatible
 message and exit code, and a trace of every candidate examined with its
@@ -48,15 +48,27 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import shutil
 import stat
-import threading
+from collections import namedtuple
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from privsepd.errors import PolicyError
+from privsepd.policy.decision import RC_NOEXECFOUND as RC_NOEXECFOUND
+from privsepd.policy.decision import RC_UNAUTHORIZED as RC_UNAUTHORIZED
+from privsepd.policy.decision import Candidate, Decision
 from privsepd.regex import compile_regex
+
+try:
+    from _thread import _local as _thread_local  # what threading.local is
+except ImportError:  # pragma: no cover -- an interpreter without it
+    from threading import local as _thread_local
+
+# privsepd-rootwrap imports this module on every run: no typing, dataclasses,
+# threading or shutil at load time (together ~15 ms of its start-up). The
+# type checker treats this name as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NamedTuple
 
 __all__ = [
     "DEVIATIONS",
@@ -83,10 +95,8 @@ NETNS_WORDS = ("net", "netn", "netns")
 EXEC_WORDS = ("e", "ex", "exe", "exec")
 
 # Exit codes of oslo-rootwrap (oslo_rootwrap/cmd.py), reused by the CLI shim.
-RC_UNAUTHORIZED = 99
 RC_NOCOMMAND = 98
 RC_BADCONFIG = 97
-RC_NOEXECFOUND = 96
 SIGNAL_BASE = 128
 
 # Miss codes for refusals oslo.rootwrap would have accepted (security fixes).
@@ -152,12 +162,26 @@ def dangerous_env_name(name: str) -> bool:
     return upper in _DANGEROUS_ENV or upper.startswith(_DANGEROUS_ENV_PREFIXES)
 
 
-class Source(NamedTuple):
+if TYPE_CHECKING:
+
+    class _SourceFields(NamedTuple):
+        path: str
+        line: int
+        name: str
+
+    class _MissFields(NamedTuple):
+        code: str
+        detail: str
+
+else:
+    _SourceFields = namedtuple("Source", ("path", "line", "name"))
+    _MissFields = namedtuple("Miss", ("code", "detail"))
+
+
+class Source(_SourceFields):
     """Where a filter was defined: file, 1-based line, rule name."""
 
-    path: str
-    line: int
-    name: str
+    __slots__ = ()
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line} ({self.name})"
@@ -166,11 +190,10 @@ class Source(NamedTuple):
 BUILTIN = Source("<builtin>", 0, "")
 
 
-class Miss(NamedTuple):
+class Miss(_MissFields):
     """Why a filter did not accept an argv: a stable ``code`` and a detail."""
 
-    code: str
-    detail: str
+    __slots__ = ()
 
     @property
     def deviation(self) -> bool:
@@ -432,7 +455,7 @@ class PathFilter(Filter):
 
 # Per thread: the paths the last PathFilter.check resolved (helpers decide on
 # several threads at once).
-_checked_paths = threading.local()
+_checked_paths = _thread_local()
 
 
 _PID = re.compile(r"[0-9]+\Z")
@@ -470,6 +493,8 @@ class KillFilter(Filter):
                 cmdline = f.read().partition("\0")[0]
         except OSError:
             return None
+        import shutil
+
         cmdline = shutil.which(cmdline) or cmdline
         if os.path.isfile(cmdline):
             command = cmdline
@@ -749,97 +774,3 @@ FILTER_CLASSES: dict[str, type[Filter]] = {
         ChainingRegExpFilter,
     )
 }
-
-
-class Candidate(NamedTuple):
-    """One filter examined for a command, and why it did not win (None: it did)."""
-
-    filter: Filter
-    miss: Miss | None
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The outcome of matching one argv against a policy.
-
-    ``outcome`` is ``allow``, ``no-match`` (oslo: NoFilterMatched, rc 99),
-    ``invalid`` (argv holds NUL or unencodable text: no execve could carry it),
-    ``not-executable`` (oslo: FilterMatchNotExecutable, rc 96; ``filter`` is
-    the first such match) or ``bad-user`` (run_as unknown; oslo crashes).
-    ``env`` holds only the variables to add; ``uid``/``gid`` are the run-as
-    user's and its primary group (the executor also drops supplementary
-    groups, which oslo never does). ``trace`` lists every candidate examined
-    in policy order; ``chain`` is the decision for the chained command of a
-    chaining filter.
-    """
-
-    argv: tuple[str, ...]
-    outcome: str
-    filter: Filter | None = None
-    executable: str | None = None
-    command: tuple[str, ...] | None = None
-    run_as: str | None = None
-    uid: int | None = None
-    gid: int | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    trace: tuple[Candidate, ...] = ()
-    chain: Decision | None = None
-
-    @property
-    def allowed(self) -> bool:
-        return self.outcome == "allow"
-
-    @property
-    def rc(self) -> int | None:
-        """oslo-rootwrap's exit code for a refusal, None when allowed."""
-        if self.outcome == "allow":
-            return None
-        if self.outcome == "not-executable":
-            return RC_NOEXECFOUND
-        return RC_UNAUTHORIZED
-
-    @property
-    def deviations(self) -> tuple[Candidate, ...]:
-        """Candidates refused only by privsepd's security fixes."""
-        return tuple(c for c in self.trace if c.miss is not None and c.miss.deviation)
-
-    @property
-    def reason(self) -> str:
-        """One line saying why (for logs and audit)."""
-        if self.outcome == "allow" and self.filter is not None:
-            return f"allowed by {self.filter.kind} {self.filter.source}"
-        if self.outcome == "bad-user" and self.filter is not None:
-            return f"{self.filter.source}: run_as user {self.filter.run_as!r} does not exist"
-        if self.outcome == "not-executable" and self.filter is not None:
-            return f"{self.filter.source}: executable {self.filter.exec_path!r} not found"
-        if self.outcome == "invalid":
-            return "argv contains NUL or characters that cannot be encoded"
-        devs = self.deviations
-        if devs:
-            c = devs[0]
-            return f"no filter matched ({c.filter.source} refused: {c.miss})"
-        broken = self._broken()
-        return f"no filter matched; {broken}" if broken else "no filter matched"
-
-    def _broken(self) -> str | None:
-        """Why a candidate rule could not be used at all (a pattern compile_regex refused)."""
-        misses = (c.miss for c in self.trace if c.miss is not None)
-        return next((m.detail for m in misses if ": invalid regex " in m.detail), None)
-
-    @property
-    def message(self) -> str:
-        """oslo-rootwrap's stderr message (without the 'execname: ' prefix)."""
-        if self.outcome == "allow":
-            return ""
-        if self.outcome == "not-executable" and self.filter is not None:
-            return (
-                f"Executable not found: {self.filter.exec_path} (filter match = {self.filter.name})"
-            )
-        if self.outcome == "bad-user" and self.filter is not None:
-            return (
-                f"Unauthorized command: {' '.join(self.argv)} "
-                f"(run_as user {self.filter.run_as!r} does not exist)"
-            )
-        broken = self._broken()  # oslo denies such a rule too (or crashes): say which and why
-        why = f"no filter matched; {broken}" if broken else "no filter matched"
-        return f"Unauthorized command: {' '.join(self.argv)} ({why})"

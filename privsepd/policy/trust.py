@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import pwd
 import stat
-from dataclasses import dataclass
 
 from privsepd.errors import PolicyError, UnsafePolicyError
 
@@ -37,18 +36,39 @@ O_PATH = getattr(os, "O_PATH", 0o10000000)
 _MAX_POLICY_BYTES = 16 * 1024 * 1024
 
 
-@dataclass(frozen=True)
 class Trust:
-    """Who may own policy files. Production code always uses ``ROOT_ONLY``."""
+    """Who may own policy files. Production code always uses ``ROOT_ONLY``.
 
-    owners: frozenset[int] = frozenset({0})
+    Immutable. A plain class, not a dataclass: dataclasses (with inspect,
+    ast and dis) cost privsepd-rootwrap ~9 ms of start-up.
+    """
 
-    def __post_init__(self) -> None:
-        owners = frozenset(self.owners)
+    __slots__ = ("owners",)
+    owners: frozenset[int]
+
+    def __init__(self, owners: frozenset[int] = frozenset({0})) -> None:
+        owners = frozenset(owners)
         for uid in owners:
             if type(uid) is not int or uid < 0:
                 raise ValueError(f"trusted owner must be a uid, got {uid!r}")
         object.__setattr__(self, "owners", owners)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Trust is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Trust is immutable: cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Trust:
+            return NotImplemented
+        return self.owners == other.owners
+
+    def __hash__(self) -> int:
+        return hash(self.owners)
+
+    def __repr__(self) -> str:
+        return f"Trust(owners={self.owners!r})"
 
 
 ROOT_ONLY = Trust()

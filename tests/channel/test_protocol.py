@@ -401,3 +401,59 @@ def test_fuzz_any_five_item_request_is_a_request_or_a_protocol_error(message):
         server.receive_data(encode_frame(message))
     except ProtocolError:
         pass
+
+
+# -- the encoder's per-thread Packer and the decoder's small-frame shortcut ----
+
+
+def test_container_budget_counts_a_frame_one_byte_longer_than_the_budget():
+    # A payload no longer than the budget cannot hold more containers than
+    # it has bytes, so it is decoded without counting; one byte longer is
+    # counted: 11 empty maps in an 11-byte payload exceed a budget of 10.
+    limits = Limits(max_containers_total=10)
+    payload = bytes([0x90 | 10]) + b"\x80" * 10
+    with pytest.raises(ProtocolError, match="more than 10 arrays/maps"):
+        FrameDecoder(limits).feed(struct.pack(">I", len(payload)) + payload)
+
+
+def test_a_payload_as_long_as_the_container_budget_decodes():
+    limits = Limits(max_containers_total=10)
+    payload = bytes([0x90 | 9]) + b"\x80" * 9  # 10 containers, 10 bytes
+    assert FrameDecoder(limits).feed(struct.pack(">I", len(payload)) + payload) == [[{}] * 9]
+
+
+def test_a_failed_encoding_leaves_the_next_frame_intact():
+    with pytest.raises(ProtocolError, match="64-bit"):
+        encode_frame([1, "ok", 2**64])
+    with pytest.raises(ProtocolError):
+        encode_frame([1, "ok", object()])
+    assert FrameDecoder().feed(encode_frame([2, "ok", "after"])) == [[2, "ok", "after"]]
+
+
+def test_a_small_frame_after_a_large_one_holds_only_its_own_message():
+    big = encode_frame([1, "ok", b"x" * (1024 * 1024)])
+    small = encode_frame([2, "ok", None])
+    decoder = FrameDecoder()
+    assert decoder.feed(big + small) == [[1, "ok", b"x" * (1024 * 1024)], [2, "ok", None]]
+    assert small == frame([2, "ok", None])
+
+
+def test_threads_encoding_at_once_each_get_their_own_frame():
+    import threading
+
+    errors = []
+
+    def work(n: int) -> None:
+        decoder = FrameDecoder()
+        for i in range(2000):
+            message = [n * 100000 + i, "ok", ["t", n, i, "x" * (i % 50)]]
+            if decoder.feed(encode_frame(message)) != [message]:
+                errors.append((n, i))
+                return
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -378,7 +378,7 @@ def test_cache_is_invalidated_by_an_edit_that_keeps_size_mtime_and_inode(root, c
 @pytest.mark.parametrize("which", ["manifest", "shard"])
 @pytest.mark.parametrize("mode", [0o620, 0o602], ids=["group-writable", "world-writable"])
 def test_cache_file_others_can_write_is_not_used(root, conf, cache_dir, which, mode):
-    from privsepd.cli.rootwrap_policy import _cache_path, _shard, load_cached
+    from privsepd.cli.rootwrap_policy import CACHE_SUFFIX, _cache_path, _shard, load_cached
 
     assert run(conf, "true", options=("--cache-dir", cache_dir)).returncode == 0
     assert load_cached(cache_dir, conf, "true") is not None
@@ -386,10 +386,11 @@ def test_cache_file_others_can_write_is_not_used(root, conf, cache_dir, which, m
     if which == "manifest":
         target = manifest
     else:
-        import json
+        import marshal
 
-        generation = json.loads(open(manifest).read())["generation"]
-        target = f"{manifest[: -len('.json')]}.{generation}/{_shard('true')}.json"
+        with open(manifest, "rb") as f:
+            generation = marshal.load(f)["generation"]
+        target = f"{manifest[: -len(CACHE_SUFFIX)]}.{generation}/{_shard('true')}"
     os.chmod(target, mode)
     assert load_cached(cache_dir, conf, "true") is None
 

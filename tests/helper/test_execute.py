@@ -15,7 +15,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import needs_posix_spawn, require_root
+from conftest import needs_posix_spawn, require_feature, require_root
 
 from privsepd import CallTimeout, DeniedError
 from privsepd.context import Context
@@ -440,3 +440,80 @@ def test_an_inheritable_descriptor_never_reaches_the_command(root, monkeypatch):
             os.close(fd)
     assert rc == 0, err
     assert sorted(int(x) for x in out.split()) == [0, 1, 2, 3]  # 3: ls's own directory
+
+
+def test_output_written_just_before_exit_is_read_in_full_on_both_streams(root_ctx):
+    script = "head -c 300000 /dev/zero; head -c 200001 /dev/zero >&2; exit 3"
+    rc, out, err = root_ctx.execute(["sh", "-c", script])
+    assert (rc, len(out), len(err)) == (3, 300000, 200001)
+    assert out == b"\0" * 300000 and err == b"\0" * 200001
+
+
+def test_data_left_in_a_hung_up_pipe_is_read_before_its_end():
+    # Both pipes hold data and have no writer left before the reader first
+    # polls (POLLIN|POLLHUP at once): the hang-up must not end the stream
+    # before the data is read. Real pipes and a real (exited) child.
+    from privsepd.helper.execute import _communicate, _Fd, _Spawned
+
+    pid = os.posix_spawn("/bin/true", ["/bin/true"], {})
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    os.write(out_w, b"o" * 1000)
+    os.write(err_w, b"e" * 700)
+    os.close(out_w)
+    os.close(err_w)
+    proc = _Spawned(["/bin/true"], pid, None, _Fd(out_r), _Fd(err_r))
+    assert _communicate(proc, None, 5.0, 1 << 20) == (b"o" * 1000, b"e" * 700)
+    assert proc.wait() == 0
+
+
+def test_concurrent_slow_commands_overlap_in_the_helper(root_ctx):
+    # Six 0.4 s commands from six threads: run one at a time they would take
+    # 2.4 s; overlapped, about 0.4 s plus hand-offs (generous bound: 1.6 s).
+    import threading
+
+    assert root_ctx.execute(["true"])[0] == 0  # helper up before the clock starts
+    results: list[int] = []
+    barrier = threading.Barrier(6)
+
+    def one() -> None:
+        barrier.wait()
+        results.append(root_ctx.execute(["sh", "-c", "sleep 0.4"])[0])
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    assert results == [0] * 6
+    assert elapsed < 1.6, f"6 x 0.4 s commands took {elapsed:.2f} s: run one at a time"
+
+
+@pytest.mark.parametrize("libc_spawn", [True, False], ids=["libc-spawn", "fallback"])
+def test_command_gets_only_its_own_descriptors_and_root_cwd_from_any_cwd(
+    root, tmp_path, monkeypatch, libc_spawn
+):
+    from privsepd.helper import spawn as spawn_module
+
+    if libc_spawn:
+        require_feature(spawn_module.AVAILABLE, "libc posix_spawn with closefrom/chdir")
+    monkeypatch.setattr(spawn_module, "AVAILABLE", libc_spawn and spawn_module.AVAILABLE)
+    monkeypatch.chdir(tmp_path)
+    runner = CommandRunner(
+        ini_index(
+            "[Filters]\nls: RegExpFilter, /bin/ls, root, ls, /proc/self/fd\n"
+            "sh: RegExpFilter, /bin/sh, root, sh, -c, pwd\n"
+        )
+    )
+    leaked = os.dup(1)
+    os.set_inheritable(leaked, True)
+    try:
+        rc, out, err = runner.run(["ls", "/proc/self/fd"])
+        cwd = runner.run(["sh", "-c", "pwd"])
+    finally:
+        os.close(leaked)
+    assert rc == 0, err
+    assert sorted(int(x) for x in out.split()) == [0, 1, 2, 3]
+    assert cwd == (0, b"/\n", b"")

@@ -8,11 +8,13 @@ PyPy) is exercised in a fresh interpreter where ``import prctl`` fails.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import pytest
 from conftest import in_child, require_root
@@ -48,32 +50,22 @@ def test_comm_fits_the_kernels_15_bytes():
     assert len(procinfo.COMM.encode()) == 15
 
 
-@needs_python_prctl
-def test_ps_shows_a_real_helpers_title():
-    require_root()
-    ctx = Context("t-title", capabilities=["CAP_NET_ADMIN"])
-    ctx.start()
-    try:
-        pid = ctx.helper_pid
-        assert _cmdline(pid) == "privsepd-helper: t-title [CAP_NET_ADMIN]"
-        assert _comm(pid) == "privsepd-helper"
-        ps = subprocess.run(
-            ["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=True
-        )
-        assert ps.stdout.strip() == "privsepd-helper: t-title [CAP_NET_ADMIN]"
-    finally:
-        ctx.stop()
-
-
-FALLBACK = textwrap.dedent(
+# A service's command line: python-prctl writes the title into the room of
+# the service's own argv (which the fork-mode helper inherits), so the tests
+# run the service as a real one is run, not inside pytest's command line.
+SERVICE = textwrap.dedent(
     """
     import sys
-    sys.modules["prctl"] = None  # import prctl now raises ImportError, as on PyPy
+    if sys.argv[1:2] == ["--without-python-prctl"]:
+        sys.modules["prctl"] = None  # import prctl now raises ImportError, as on PyPy
+        from privsepd.helper import procinfo
+        assert not procinfo.HAVE_PYTHON_PRCTL
+        assert procinfo.prctl_readback() is None
+    if sys.argv[1:2] == ["--clear-environment"]:
+        import os
+        os.environ.clear()
     from privsepd.context import Context
-    from privsepd.helper import procinfo
-    assert not procinfo.HAVE_PYTHON_PRCTL
-    assert procinfo.prctl_readback() is None
-    ctx = Context("t-fallback", capabilities=["CAP_NET_ADMIN"])
+    ctx = Context("t-title", capabilities=["CAP_NET_ADMIN"])
     ctx.start()
     print(ctx.helper_pid, flush=True)
     sys.stdin.readline()
@@ -82,10 +74,12 @@ FALLBACK = textwrap.dedent(
 )
 
 
-def test_without_python_prctl_a_real_helper_still_starts_and_sets_its_comm():
+@contextlib.contextmanager
+def service_helper(*argv: str) -> Iterator[int]:
+    """The pid of the fork-mode helper of a service run as ``python -c SERVICE ARGV...``."""
     require_root()
     proc = subprocess.Popen(
-        [sys.executable, "-c", FALLBACK],
+        [sys.executable, "-c", SERVICE, *argv],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -94,17 +88,33 @@ def test_without_python_prctl_a_real_helper_still_starts_and_sets_its_comm():
     try:
         line = proc.stdout.readline()
         assert line.strip().isdigit(), proc.stderr.read()
-        pid = int(line)
-        assert _comm(pid) == "privsepd-helper"
-        # Without python-prctl the command line is left as it was.
-        assert _cmdline(pid).startswith(sys.executable)
-        status = open(f"/proc/{pid}/status").read()
-        assert "CapEff:\t0000000000001000" in status  # CAP_NET_ADMIN only: scoped for real
+        yield int(line)
     finally:
         proc.stdin.write("\n")
         proc.stdin.close()
         proc.wait(10)
     assert proc.returncode == 0, proc.stderr.read()
+
+
+@needs_python_prctl
+def test_ps_shows_a_real_helpers_title():
+    with service_helper("--config-file", "/etc/neutron/neutron.conf") as pid:
+        assert _cmdline(pid) == "privsepd-helper: t-title [CAP_NET_ADMIN]"
+        assert _comm(pid) == "privsepd-helper"
+        ps = subprocess.run(
+            ["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True, check=True
+        )
+        assert ps.stdout.strip() == "privsepd-helper: t-title [CAP_NET_ADMIN]"
+
+
+def test_without_python_prctl_a_real_helper_still_starts_and_sets_its_comm():
+    with service_helper("--without-python-prctl") as pid:
+        assert _comm(pid) == "privsepd-helper"
+        # Without python-prctl the command line is left as it was.
+        assert _cmdline(pid).startswith(sys.executable)
+        with open(f"/proc/{pid}/status") as f:
+            status = f.read()
+        assert "CapEff:\t0000000000001000" in status  # CAP_NET_ADMIN only: scoped for real
 
 
 def test_fallback_set_name_goes_through_our_own_prctl_binding():
@@ -206,13 +216,6 @@ def test_title_once_set_can_be_set_again_after_the_environment_changed():
 
 
 def test_a_service_that_cleared_its_environment_still_gets_a_scoped_helper():
-    require_root()
-    code = FALLBACK.replace('sys.modules["prctl"] = None', "import os; os.environ.clear()")
-    code = code.replace("assert not procinfo.HAVE_PYTHON_PRCTL\n", "").replace(
-        "assert procinfo.prctl_readback() is None\n", ""
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], input="\n", capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().isdigit()
+    with service_helper("--clear-environment") as pid:
+        with open(f"/proc/{pid}/status") as f:
+            assert "CapEff:\t0000000000001000" in f.read()
