@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any
 
 from privsepd.errors import PolicyError
+
+TYPE_CHECKING = False  # not typing: privsepd-rootwrap imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "MAX_DEPTH",
