@@ -193,6 +193,15 @@ _CATEGORY = {
 }
 
 
+def _category_name(code: Any) -> str:
+    """``DIGIT`` for sre's ``CATEGORY_(UNI_|LOC_)DIGIT``.
+
+    By its ``name``: PyPy's sre constants print as plain ints.
+    """
+    name = str(getattr(code, "name", code))
+    return name.replace("CATEGORY_", "").replace("UNI_", "").replace("LOC_", "")
+
+
 class _Analysis:
     """Nullable / first-character / all-character sets over an sre parse tree."""
 
@@ -223,8 +232,7 @@ class _Analysis:
                 elif o is sre.RANGE:
                     found.update(c for c in _ALPHABET if v[0] <= ord(c) <= v[1])
                 elif o is sre.CATEGORY:
-                    name = str(v).replace("CATEGORY_", "").replace("UNI_", "").replace("LOC_", "")
-                    cls = _CATEGORY.get(name)
+                    cls = _CATEGORY.get(_category_name(v))
                     if cls is None:
                         return _ALL
                     rx = re.compile(cls, self.flags & re.ASCII)
@@ -526,8 +534,7 @@ def _show_class(sre: Any, items: Any) -> str:
         elif o is sre.RANGE:
             parts.append(f"{re.escape(chr(v[0]))}-{re.escape(chr(v[1]))}")
         elif o is sre.CATEGORY:
-            name = str(v).replace("CATEGORY_", "").replace("UNI_", "").replace("LOC_", "")
-            parts.append(_CATEGORY.get(name, "?"))
+            parts.append(_CATEGORY.get(_category_name(v), "?"))
     if len(parts) == 1 and parts[0].startswith("\\"):
         return parts[0]
     return "[" + "".join(parts) + "]"

@@ -19,8 +19,11 @@ import sys
 import textwrap
 
 import pytest
+from conftest import needs_posix_spawn
 
 from tests.cli.test_rootwrap_cli import FILTERS, _script, run
+
+pytestmark = needs_posix_spawn  # privsepd-rootwrap starts commands with os.posix_spawn
 
 # Modules a cache hit of an allowed command must not import: each cost the
 # shim from 0.3 to 9 ms of start-up (or belongs to another part of privsepd).
