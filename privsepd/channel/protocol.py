@@ -210,14 +210,8 @@ class FrameDecoder:
         out = []
         pos = 0
         size = len(buf)
-        limits = self.limits
         while size - pos >= 4:
-            (length,) = HEADER.unpack_from(buf, pos)
-            if length > limits.max_frame:
-                raise ProtocolError(f"frame of {length} bytes exceeds limit of {limits.max_frame}")
-            if length == 0:
-                raise ProtocolError("empty frame")
-            end = pos + 4 + length
+            end = pos + 4 + self._frame_length(buf, pos)
             if end > size:
                 break
             out.append(self._decode(bytes(buf[pos + 4 : end])))
@@ -225,6 +219,15 @@ class FrameDecoder:
         if pos:
             del buf[:pos]
         return out
+
+    def _frame_length(self, data: bytes | bytearray, pos: int) -> int:
+        """The payload length in the header at ``pos``; an oversize or empty frame is refused."""
+        (length,) = HEADER.unpack_from(data, pos)
+        if length > self.limits.max_frame:
+            raise ProtocolError(f"frame of {length} bytes exceeds limit of {self.limits.max_frame}")
+        if length == 0:
+            raise ProtocolError("empty frame")
+        return length
 
     def _feed_fresh(self, data: bytes) -> list[Any]:
         """``_feed`` when nothing is buffered: whole frames decode straight from ``data``.
@@ -235,15 +238,9 @@ class FrameDecoder:
         out = []
         pos = 0
         size = len(data)
-        limits = self.limits
         view = memoryview(data)  # (not released: the decoder may hold a slice)
         while size - pos >= 4:
-            (length,) = HEADER.unpack_from(data, pos)
-            if length > limits.max_frame:
-                raise ProtocolError(f"frame of {length} bytes exceeds limit of {limits.max_frame}")
-            if length == 0:
-                raise ProtocolError("empty frame")
-            end = pos + 4 + length
+            end = pos + 4 + self._frame_length(data, pos)
             if end > size:
                 break
             out.append(self._decode(view[pos + 4 : end]))
