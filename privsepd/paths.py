@@ -32,10 +32,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Sequence
 
 TYPE_CHECKING = False  # not typing: privsepd-rootwrap imports this module
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 __all__ = [

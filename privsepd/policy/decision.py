@@ -9,7 +9,7 @@ ast, dis) and typing cost it ~12 ms of start-up.
 
 from __future__ import annotations
 
-from collections import namedtuple
+from privsepd._record import record
 
 #: oslo-rootwrap's exit codes for the two refusals a match can end in.
 RC_UNAUTHORIZED = 99
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
         miss: Miss | None
 
 else:
-    _CandidateFields = namedtuple("Candidate", ("filter", "miss"))
+    _CandidateFields = record("Candidate", ("filter", "miss"))
 
 __all__ = ["RC_NOEXECFOUND", "RC_UNAUTHORIZED", "Candidate", "Decision"]
 
