@@ -509,9 +509,7 @@ def _pin_paths(plan, userargs: list[str], config, execname: str) -> None:  # noq
     A path that cannot be pinned (a component was swapped for a symlink
     after the decision, ...) is a denial, exit 99: nothing runs.
     """
-    from privsepd.paths import path_positions
-
-    if not path_positions(plan.decision):
+    if not plan.decision.path_arguments:
         return
     from privsepd.paths import PathRefused, pin_command
 

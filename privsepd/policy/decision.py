@@ -140,6 +140,29 @@ class Decision:
         return RC_UNAUTHORIZED
 
     @property
+    def path_arguments(self) -> dict[int, tuple[str, bool]]:
+        """Positions in ``command`` that hold path arguments: (base, must_exist).
+
+        Every filter along a chain contributes its own; a chained command's
+        argv is the tail of the final command, word for word. Here rather
+        than in :mod:`privsepd.paths`, so privsepd-rootwrap imports that only
+        for a command that has path arguments.
+        """
+        out: dict[int, tuple[str, bool]] = {}
+        d: Decision | None = self
+        offset = 0
+        while d is not None and d.filter is not None:
+            spots = getattr(d.filter, "path_arguments", None)
+            if spots is not None:
+                for i, spec in spots(d.argv).items():
+                    out[offset + i] = spec
+            if d.chain is None:
+                break
+            offset += len(d.argv) - len(d.chain.argv)
+            d = d.chain
+        return out
+
+    @property
     def deviations(self) -> tuple[Candidate, ...]:
         """Candidates refused only by privsepd's security fixes."""
         return tuple(c for c in self.trace if c.miss is not None and c.miss.deviation)

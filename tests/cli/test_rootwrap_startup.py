@@ -57,6 +57,7 @@ HEAVY = {
     "privsepd.context",
     "privsepd.modes",
     "privsepd.helper.kernel",
+    "privsepd.paths",  # only for a command with path arguments
 }
 #: What re imports: loaded once a rule with a pattern is examined, not before.
 RE_FAMILY = {"re", "enum", "collections", "functools"}
