@@ -171,8 +171,14 @@ def wait_listening(path: object, proc: Any, timeout: float = 10.0) -> None:
 # ctx.execute, spawn mode and privsepd-rootwrap use to start programs.
 needs_posix_spawn = pytest.mark.skipif(
     not hasattr(os, "posix_spawn"),
-    reason="this interpreter's os module has no posix_spawn (PyPy 3.9): ctx.execute, "
-    "spawn mode and privsepd-rootwrap start programs with it",
+    reason="this interpreter's os module has no posix_spawn (PyPy 3.9): the test calls it, "
+    "or checks the posix_spawn path of ctx.execute (privsepd falls back to fork and exec)",
+)
+# privsepd-rootwrap's start-up tests pin which modules a run imports: that is
+# CPython's start-up cost. PyPy imports its own set at start and caches no .pyc.
+cpython_import_set = pytest.mark.skipif(
+    platform.python_implementation() == "PyPy",
+    reason="pins the modules a CPython run imports (PyPy starts with another set)",
 )
 
 # PyPy 3.9 cannot make an O_PATH descriptor inheritable (its set_inheritable

@@ -7,7 +7,7 @@ import os
 import textwrap
 
 import pytest
-from conftest import needs_posix_spawn, proc_status
+from conftest import proc_status
 
 from privsepd import ConstraintError, PolicyError, UnknownFunctionError
 from privsepd.constraints import IntRange
@@ -84,7 +84,6 @@ def test_policy_without_the_context_is_refused(policy_file):
         other.apply_policy(load_policy([policy_file]))
 
 
-@needs_posix_spawn
 def test_policy_commands_are_audited_to_the_contexts_audit_file(trusted_dir):
     audit_path = trusted_dir / "audit.jsonl"
     policy = trusted_dir / "cmd.toml"

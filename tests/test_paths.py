@@ -25,7 +25,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import needs_inheritable_o_path, needs_posix_spawn, write_rootwrap_conf
+from conftest import needs_inheritable_o_path, write_rootwrap_conf
 from racing import ATTACKER_UID, HARMLESS, SECRET, Swapper, build_tree
 
 from privsepd.constraints import PathUnder
@@ -367,7 +367,7 @@ def _assert_held(counts: dict[str, int]) -> None:
     assert counts["other"] == 0, counts
 
 
-@needs_posix_spawn
+@needs_inheritable_o_path
 def test_execute_path_argument_holds_while_a_directory_is_swapped(root, trusted_dir, tree):
     ctx = _native_ctx(trusted_dir, "t-race-arg", f'[{{ path_under = "{tree["base"]}" }}]')
     try:
@@ -377,7 +377,7 @@ def test_execute_path_argument_holds_while_a_directory_is_swapped(root, trusted_
     _assert_held(counts)
 
 
-@needs_posix_spawn
+@needs_inheritable_o_path
 def test_execute_rest_path_arguments_hold_while_a_directory_is_swapped(root, trusted_dir, tree):
     args = f'[{{ rest = {{ path_under = "{tree["base"]}" }} }}]'
     ctx = _native_ctx(trusted_dir, "t-race-rest", args)
@@ -388,7 +388,7 @@ def test_execute_rest_path_arguments_hold_while_a_directory_is_swapped(root, tru
     _assert_held(counts)
 
 
-@needs_posix_spawn
+@needs_inheritable_o_path
 def test_execute_chained_path_argument_holds_while_a_directory_is_swapped(root, trusted_dir, tree):
     args = f'[{{ path_under = "{tree["base"]}" }}]'
     ctx = _native_ctx(trusted_dir, "t-race-chain", args, chain=True)
@@ -423,7 +423,6 @@ def test_entrypoint_using_path_under_open_holds_while_a_directory_is_swapped(roo
     _assert_held(counts)
 
 
-@needs_posix_spawn
 def test_rootwrap_path_filter_holds_while_a_directory_is_swapped(root, trusted_dir, tree):
     from privsepd.cli import rootwrap
 
@@ -459,7 +458,6 @@ def test_rootwrap_path_filter_holds_while_a_directory_is_swapped(root, trusted_d
     _assert_held(counts)
 
 
-@needs_posix_spawn
 def test_rootwrap_console_script_hands_cat_the_pinned_file(root, trusted_dir, tree):
     import shutil
     import sys

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_posix_spawn, write_rootwrap_conf
+from conftest import write_rootwrap_conf
 
 from privsepd.authoring.check import check_paths
 from privsepd.cli.rootwrap import DECISION_CPU_SECONDS
@@ -268,7 +268,6 @@ def test_rootwrap_denies_a_crafted_argument_once_the_decision_used_its_cpu_bound
     assert "exceeded" in record["reason"] and "CPU" in record["reason"]
 
 
-@needs_posix_spawn
 def test_rootwrap_still_runs_what_the_nested_pattern_admits(trusted_dir, conf):
     result, _ = rootwrap(trusted_dir, conf, "echo", "a" * 40)
     assert (result.returncode, result.stdout) == (0, b"a" * 40 + b"\n"), result.stderr

@@ -202,8 +202,8 @@ def run_plan(plan, native: bool) -> int:  # noqa: ANN001
     numbers; every other descriptor above 2 is closed.
     """
     fds = set(getattr(plan, "fds", ()))
-    if not native and _same_identity(plan):
-        return _spawn_plain(plan, fds)
+    if not native and _same_identity(plan) and hasattr(os, "posix_spawn"):
+        return _spawn_plain(plan, fds)  # PyPy has no posix_spawn: the fork path below
     if native:
         from privsepd.helper import kernel  # noqa: F401 -- load cffi before fork, not in the child
 
@@ -224,7 +224,7 @@ def run_plan(plan, native: bool) -> int:  # noqa: ANN001
                     except OSError:
                         pass
             for fd in fds:
-                os.set_inheritable(fd, True)
+                _make_inheritable(fd)
             if native:
                 step = "confine"
                 _confine_native(plan.caps)
@@ -261,6 +261,18 @@ def run_plan(plan, native: bool) -> int:  # noqa: ANN001
     return _wait_forwarding(pid)
 
 
+def _make_inheritable(fd: int) -> None:
+    """os.set_inheritable(fd, True), through fcntl where that fails: PyPy 3.9
+    clears close-on-exec with ioctl(FIONCLEX), which an O_PATH descriptor (a
+    pinned path argument) refuses with EBADF."""
+    try:
+        os.set_inheritable(fd, True)
+    except OSError:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) & ~fcntl.FD_CLOEXEC)
+
+
 def _same_identity(plan) -> bool:  # noqa: ANN001
     """True when the command's uid/gid/groups are already ours (root under sudo)."""
     if {plan.uid} != {os.getuid(), os.geteuid()} or {plan.gid} != {os.getgid(), os.getegid()}:
@@ -295,7 +307,7 @@ def _spawn_plain(plan, keep: set[int] = frozenset()) -> int:  # noqa: ANN001
     thread, so no other spawn can catch them).
     """
     for fd in keep:
-        os.set_inheritable(fd, True)
+        _make_inheritable(fd)
     actions = []
     for entry in os.listdir("/proc/self/fd"):
         fd = int(entry)

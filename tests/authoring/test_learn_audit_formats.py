@@ -12,7 +12,7 @@ import socket
 import textwrap
 
 import pytest
-from conftest import needs_posix_spawn, write_rootwrap_conf
+from conftest import write_rootwrap_conf
 
 import privsepd.audit as audit_module
 import privsepd.cli.rootwrap as rootwrap_cli
@@ -62,7 +62,6 @@ def test_helper_exec_records_of_an_unaudited_runner_are_read(root, trusted_dir):
     assert argvs(path) == [(("ip", "link", "show"), False)]
 
 
-@needs_posix_spawn
 def test_rootwrap_records_are_read(root, trusted_dir, monkeypatch):
     conf = write_rootwrap_conf(trusted_dir, FILTERS, "exec_dirs=/bin\n")
     log_dir = trusted_dir / "log"

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_posix_spawn
 
 from privsepd import HandshakeError, PolicyError
 from privsepd.channel.protocol import OP_CALL
@@ -142,7 +141,6 @@ def helper_command(policy: str, pythonpath: Path) -> list[str]:
     ]
 
 
-@needs_posix_spawn
 def test_spawned_helper_refuses_a_user_owned_module_on_its_pythonpath(trusted_dir):
     lib = library(trusted_dir, "userlib", "psd_evil2", NOBODY)
     ctx = Context("t-mod", helper_command=helper_command(policy_for(trusted_dir, "psd_evil2"), lib))
@@ -153,7 +151,6 @@ def test_spawned_helper_refuses_a_user_owned_module_on_its_pythonpath(trusted_di
     assert not (trusted_dir / "executed").exists()
 
 
-@needs_posix_spawn
 def test_spawned_helper_serves_a_root_owned_module(trusted_dir):
     lib = library(trusted_dir, "rootlib", "psd_good2", 0)
     ctx = Context("t-mod", helper_command=helper_command(policy_for(trusted_dir, "psd_good2"), lib))
@@ -177,7 +174,6 @@ def hello() -> str:
 """
 
 
-@needs_posix_spawn
 @pytest.mark.parametrize("mode", ["spawn", "daemon"])
 def test_a_module_an_entrypoint_imports_at_call_time_is_checked_too(trusted_dir, mode):
     open_dir = trusted_dir / "open"

@@ -16,13 +16,11 @@ import sys
 import textwrap
 
 import pytest
-from conftest import needs_posix_spawn, write_rootwrap_conf
+from conftest import write_rootwrap_conf
 
 from privsepd.audit import escape_control
 from privsepd.cli.rootwrap import _syslog
 from privsepd.policy.rootwrap import RootwrapConfig
-
-pytestmark = needs_posix_spawn
 
 HARNESS = textwrap.dedent(
     """

@@ -14,10 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import needs_posix_spawn, write_rootwrap_conf
-
-pytestmark = needs_posix_spawn
-
+from conftest import write_rootwrap_conf
 
 FILTERS = """
 [Filters]
@@ -175,7 +172,10 @@ def test_command_sees_only_stdio_descriptors(root, conf, argv):
         )
     finally:
         for fd in (r, w, 50):
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError:  # PyPy: a leaked file object's finalizer got there first
+                pass
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.split()) == [b"0", b"1", b"2", b"3"]  # 3: ls's own opendir
 

@@ -19,12 +19,10 @@ import sys
 import textwrap
 
 import pytest
-from conftest import needs_posix_spawn, write_rootwrap_conf
+from conftest import cpython_import_set, write_rootwrap_conf
 
 import privsepd
 from tests.cli.test_rootwrap_cli import FILTERS, _script, run
-
-pytestmark = needs_posix_spawn  # privsepd-rootwrap starts commands with os.posix_spawn
 
 # Modules a cache hit of an allowed command must not import: each cost the
 # shim from 0.3 to 9 ms of start-up (or belongs to another part of privsepd).
@@ -127,6 +125,7 @@ def _interpreter_start_modules() -> set[str]:
     return _START_MODULES
 
 
+@cpython_import_set
 def test_cache_hit_of_an_allowed_command_imports_only_what_the_decision_needs(
     root, conf, cache_dir
 ):
@@ -137,6 +136,7 @@ def test_cache_hit_of_an_allowed_command_imports_only_what_the_decision_needs(
     assert sorted(m for m in modules if m.startswith(HEAVY_PACKAGES)) == []
 
 
+@cpython_import_set
 def test_cache_hit_decided_by_rules_without_patterns_does_not_import_re(root, conf, cache_dir):
     # re (with enum) is ~7 ms of a small VM's start-up; only a pattern needs it.
     assert run(conf, "true", options=("--cache-dir", cache_dir)).returncode == 0
@@ -146,6 +146,7 @@ def test_cache_hit_decided_by_rules_without_patterns_does_not_import_re(root, co
     assert (rc, "re" in modules) == (137, True)  # a RegExpFilter examined: re loaded then
 
 
+@cpython_import_set
 def test_cache_hit_of_a_denied_command_imports_no_heavy_module_either(root, conf, cache_dir):
     assert run(conf, "true", options=("--cache-dir", cache_dir)).returncode == 0
     rc, modules, sources = _run_child_reporting_modules(conf, cache_dir, "ls", "-la")

@@ -9,14 +9,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import needs_posix_spawn, proc_status, require_feature
+from conftest import proc_status, require_feature
 
 from privsepd import HandshakeError, HelperDiedError, UnknownFunctionError
 from privsepd.channel.protocol import OP_CALL
 from privsepd.context import Context
-
-pytestmark = needs_posix_spawn
-
 
 POLICY = """
 [context.t-spawn]

@@ -20,15 +20,13 @@ import sys
 import textwrap
 
 import pytest
-from conftest import needs_posix_spawn, proc_status
+from conftest import proc_status
 
 import privsepd
 from privsepd import HandshakeError
 from privsepd.channel.protocol import OP_CALL
 from privsepd.context import Context
 from privsepd.helper.execute import SAFE_PATH
-
-pytestmark = needs_posix_spawn
 
 WRAPPER = textwrap.dedent(
     """

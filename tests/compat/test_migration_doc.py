@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import needs_posix_spawn, require_root, trusted_tree
+from conftest import require_root, trusted_tree
 
 try:
     import tomllib
@@ -159,7 +159,6 @@ def test_the_migrated_agent_runs_forked():
     assert _in_fresh_namespaces(AGENT) == {"mtu": 1400, "mode": "ForkMode"}
 
 
-@needs_posix_spawn
 def test_the_migrated_agent_runs_spawned_with_the_shipped_policy(policy_dir, tmp_path):
     helper = [
         sys.executable,
@@ -190,7 +189,6 @@ print(json.dumps({"rc": rc, "denied": denied, "mtu": link.get_mtu("lo")}))
 """
 
 
-@needs_posix_spawn
 def test_the_rootwrap_client_runs_the_converted_command(policy_dir):
     helper = [
         sys.executable,

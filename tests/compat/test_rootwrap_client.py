@@ -16,7 +16,7 @@ import time
 from multiprocessing.managers import RemoteError as OsloRemoteError
 
 import pytest
-from conftest import needs_posix_spawn, wait_listening
+from conftest import wait_listening
 from test_rootwrap_method import privsepd_command
 
 from privsepd.compat.rootwrap_client import Client
@@ -77,12 +77,10 @@ def oslo_client(tmp_path, root):
     ("cmd", "stdin"),
     [(["echo", "hi", "there"], None), (["cat"], "input text\n"), (["/bin/echo", "é"], None)],
 )
-@needs_posix_spawn
 def test_allowed_command_returns_what_oslo_returns(client, oslo_client, cmd, stdin):
     assert client.execute(cmd, stdin) == tuple(oslo_client.execute(cmd, stdin))
 
 
-@needs_posix_spawn
 def test_denied_command_returns_99_with_oslo_rootwraps_message(client):
     assert client.execute(["id"]) == (99, "", "Unauthorized command: id (no filter matched)\n")
 
@@ -92,7 +90,6 @@ def test_oslo_daemon_fails_a_denied_command_with_remote_error(oslo_client):
         oslo_client.execute(["id"])
 
 
-@needs_posix_spawn
 def test_a_dead_helper_is_restarted_and_the_command_sent_again(client):
     assert client.execute(["echo", "1"])[1] == "1\n"
     first = client._context.helper_pid
@@ -102,7 +99,6 @@ def test_a_dead_helper_is_restarted_and_the_command_sent_again(client):
     assert client._context.helper_pid not in (None, first)
 
 
-@needs_posix_spawn
 def test_daemon_socket_form_connects_to_privsepd_serve(trusted_dir, policy):
     sockets = trusted_dir / "sock"
     proc = subprocess.Popen(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import spawnsvc
-from conftest import in_child, needs_posix_spawn, proc_status, trusted_tree, wait_listening
+from conftest import in_child, proc_status, trusted_tree, wait_listening
 from oslo_config import cfg
 from svcdeps.netlink import NetlinkError
 
@@ -96,7 +96,6 @@ def test_contexts_are_named_by_their_pypath():
     assert spawnsvc.ctx.cfg_section == spawnsvc.other.cfg_section == "privsep"
 
 
-@needs_posix_spawn
 def test_configured_helper_command_spawns_privsepd_helper_for_each_context(policy):
     cfg.CONF.set_override(
         "helper_command",
@@ -117,7 +116,6 @@ def test_configured_helper_command_spawns_privsepd_helper_for_each_context(polic
     assert spawnsvc.ctx.context.helper_pid != spawnsvc.other.context.helper_pid
 
 
-@needs_posix_spawn
 def test_spawned_helper_errors_and_logs_arrive_as_oslo_delivers_them(policy, caplog):
     cfg.CONF.set_override(
         "helper_command",

@@ -12,7 +12,7 @@ import resource
 import subprocess
 
 import pytest
-from conftest import in_child, needs_posix_spawn
+from conftest import in_child
 
 from privsepd import DeniedError, ProtocolError
 from privsepd.channel.protocol import OP_EXEC
@@ -152,7 +152,6 @@ def test_fork_mode_helper_drops_the_service_environment(audit_file, monkeypatch,
     assert not (open_dir / "bash_env_ran").exists()
 
 
-@needs_posix_spawn
 def test_commands_of_a_runner_factory_are_recorded_in_the_contexts_sink(audit_file):
     import textwrap
 
@@ -179,7 +178,6 @@ def test_commands_of_a_runner_factory_are_recorded_in_the_contexts_sink(audit_fi
     assert got == [("allow", ["true"]), ("done", ["true"]), ("deny", ["false"])]
 
 
-@needs_posix_spawn
 def test_commands_of_a_runner_with_no_sink_are_recorded_by_the_helper(audit_file):
     import textwrap
 

@@ -18,7 +18,6 @@ import sys
 import tempfile
 
 import pytest
-from conftest import needs_posix_spawn
 from oslo_config import cfg
 from oslo_privsep import priv_context as oslo_priv_context
 
@@ -126,7 +125,6 @@ def test_privsepd_rootwrap_refuses_privsep_helper_without_privsep_contexts(unlis
     )
 
 
-@needs_posix_spawn
 def test_listed_context_with_oslo_privseps_exact_argv_runs(listed):
     cfg.CONF(["--config-file", str(listed.trusted_conf)], project="t_helper_rule")
     try:
@@ -243,7 +241,6 @@ def test_privsep_contexts_are_trimmed_and_read(tmp_path):
     assert config.privsep_contexts == ("a.b", "c.d")
 
 
-@needs_posix_spawn
 def test_the_policy_cache_does_not_change_the_decision(listed):
     good = ["--config-file", str(listed.trusted_conf), "--privsep_context", CONTEXT]
     good += ["--privsep_sock_path", SOCK]

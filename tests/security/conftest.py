@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import needs_posix_spawn, require_feature, require_root, trusted_tree, unix_listening
+from conftest import require_feature, require_root, trusted_tree, unix_listening
 
 from privsepd.channel.protocol import OP_CALL
 from privsepd.context import Context
@@ -335,12 +335,6 @@ def start_daemon(policy: str, socket_dir: str, log: str, args=(), env=None) -> s
 _KINDS = {"fork": ForkTarget, "spawn": SpawnTarget, "daemon": DaemonTarget}
 
 
-def _skip_without_posix_spawn() -> None:
-    """privsepd-rootwrap starts programs with os.posix_spawn (not on PyPy 3.9)."""
-    if needs_posix_spawn.args[0]:
-        pytest.skip(needs_posix_spawn.kwargs["reason"])
-
-
 class Targets:
     """Opens targets for one test and tears them all down after it."""
 
@@ -363,7 +357,6 @@ class Targets:
         return target
 
     def rootwrap(self, filters: str, conf_extra: str = "") -> RootwrapTarget:
-        _skip_without_posix_spawn()
         target = RootwrapTarget(self.base / f"rootwrap-{len(self.opened)}", filters, conf_extra)
         self.opened.append(target)
         return target
