@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from privsepd.audit import AuditLog
+from privsepd.audit import AuditLog, RecordTemplate
 from privsepd.channel.protocol import (
     OP_CALL,
     OP_EXEC,
@@ -125,6 +125,9 @@ class Monitor:
         self._run_command = run_command
         self._audit = audit or AuditLog()
         self._peer = dict(peer or {})
+        # Per entrypoint name: its "allow" record with the constant fields
+        # encoded once (names come from the frozen table: bounded).
+        self._templates: dict[str, RecordTemplate] = {}
         self._share_peer()
         self._operations: Mapping[str, Callable[[Request, float, _Note], Any]] = MappingProxyType(
             {
@@ -143,6 +146,7 @@ class Monitor:
         """Set the peer fields once the helper knows who it serves (before serving)."""
         if not self._peer:
             self._peer = dict(peer)
+            self._templates = {}
             self._share_peer()
 
     def _share_peer(self) -> None:
@@ -196,10 +200,23 @@ class Monitor:
         """Record the decision before acting; a record that cannot be written refuses the call."""
         if self._audit.wants("allow"):
             try:
-                self._write(request, "allow", start, None)
+                if request.op == OP_CALL:
+                    self._audit.record_from(
+                        self._allow_template(request.name), request.args, request.kwargs
+                    )
+                else:
+                    self._write(request, "allow", start, None)
             except AuditError as exc:
                 raise DeniedError(f"refused: {exc}") from None
         note.allowed = True
+
+    def _allow_template(self, name: str) -> RecordTemplate:
+        """The "allow" record of a call to entrypoint ``name``: what :meth:`_write` writes."""
+        template = self._templates.get(name)
+        if template is None:
+            before = {"context": self.context, "decision": "allow", "op": OP_CALL, "name": name}
+            template = self._templates[name] = RecordTemplate(before, self._peer)
+        return template
 
     def _record(self, request: Request, decision: str, start: float, exc: Exception) -> None:
         """A denial or error record; its own failure is logged, never raised."""
