@@ -37,7 +37,6 @@ from privsepd.paths import (
     PathRefused,
     open_base,
     openat2,
-    path_positions,
     pin,
     pin_command,
 )
@@ -212,7 +211,7 @@ args = ["-v", {{ path_under = "{tree["base"]}" }}]
     )
     decision = index.match(["nice", "-n", "5", "cat", "-v", str(tree["target"])])
     assert decision.allowed
-    assert path_positions(decision) == {5: (str(tree["base"]), False)}
+    assert decision.path_arguments == {5: (str(tree["base"]), False)}
     argv, fds = pin_command(decision, list(decision.command))
     try:
         assert argv[:5] == ["/usr/bin/nice", "-n", "5", "cat", "-v"]

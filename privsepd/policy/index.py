@@ -26,7 +26,6 @@ from __future__ import annotations
 import bisect
 import gc
 import os
-from collections.abc import Sequence
 
 from privsepd.policy.filters import (
     Candidate,
@@ -36,6 +35,10 @@ from privsepd.policy.filters import (
     Miss,
     env_view,
 )
+
+TYPE_CHECKING = False  # no collections.abc at run time (privsepd-rootwrap start-up)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["FilterIndex"]
 
