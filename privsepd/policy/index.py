@@ -23,7 +23,6 @@ only that mutation would let through (miss code ``env-argv-mutation``).
 
 from __future__ import annotations
 
-import bisect
 import gc
 import os
 
@@ -243,7 +242,9 @@ class FilterIndex:
         miss: Miss | None,
     ) -> Miss | None:
         """Refuse what depends on oslo having popped 'env' off the shared argv."""
-        popped = min(bisect.bisect_left(env_positions, pos), _leading_env(argv))
+        from bisect import bisect_left  # here: a C extension privsepd-rootwrap rarely needs
+
+        popped = min(bisect_left(env_positions, pos), _leading_env(argv))
         if popped == 0:
             return miss
         is_env = isinstance(filt, EnvFilter)

@@ -19,7 +19,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import needs_posix_spawn
+from conftest import needs_posix_spawn, write_rootwrap_conf
 
 import privsepd
 from tests.cli.test_rootwrap_cli import FILTERS, _script, run
@@ -66,14 +66,7 @@ HEAVY_PACKAGES = ("privsepd.authoring", "privsepd.channel", "privsepd.compat")
 
 @pytest.fixture
 def conf(trusted_dir):
-    filters = trusted_dir / "filters.d"
-    filters.mkdir(mode=0o755)
-    (filters / "test.filters").write_text(textwrap.dedent(FILTERS))
-    path = trusted_dir / "rootwrap.conf"
-    path.write_text(f"[DEFAULT]\nfilters_path={filters}\nexec_dirs=/bin,/usr/bin\n")
-    for p in (filters / "test.filters", path):
-        p.chmod(0o644)
-    return str(path)
+    return write_rootwrap_conf(trusted_dir, FILTERS)
 
 
 @pytest.fixture
