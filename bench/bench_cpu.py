@@ -23,7 +23,8 @@ import sys
 
 CHILD = r"""
 import os, sys, threading, time, resource, json
-from privsepd.context import Context
+if not os.environ.get("BENCH_CPU_OSLO"):
+    from privsepd.context import Context
 
 def _noop():
     return None
@@ -37,10 +38,50 @@ def own_seconds():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
-ctx = Context("bench-cpu", capabilities=["CAP_NET_ADMIN"])
-noop = ctx.entrypoint(_noop)
-ctx.start()
-pid = ctx.helper_pid
+def own_switches():
+    r = resource.getrusage(resource.RUSAGE_SELF)  # all threads, ended ones too
+    return r.ru_nvcsw + r.ru_nivcsw
+
+def helper_switches(pid):
+    # Summed over the helper's live threads (a worker that retired mid-run
+    # takes its count with it: a slight undercount at worst).
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if "ctxt_switches" in line:
+                        total += int(line.split()[-1])
+        except FileNotFoundError:
+            pass
+    return total
+
+if os.environ.get("BENCH_CPU_OSLO"):
+    # oslo.privsep's helper, the same way bench_core.py starts it.
+    from oslo_config import cfg
+    from oslo_privsep import priv_context
+    sys.path.insert(0, os.environ["BENCH_CPU_OSLO"])
+    import core_oslo_entry
+    cfg.CONF([], project="core_bench")
+    before = set(os.listdir(f"/proc/{os.getpid()}/task"))
+    kids0 = {p for p in os.listdir("/proc") if p.isdigit()}
+    core_oslo_entry.ctx.start(method=priv_context.Method.FORK)
+    noop = core_oslo_entry.noop
+    noop()
+    ctx = core_oslo_entry.ctx
+    pid = None
+    for p in {p for p in os.listdir("/proc") if p.isdigit()} - kids0:
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                if int(f.read().rsplit(b")", 1)[1].split()[1]) == os.getpid():
+                    pid = int(p)
+        except OSError:
+            pass
+else:
+    ctx = Context("bench-cpu", capabilities=["CAP_NET_ADMIN"])
+    noop = ctx.entrypoint(_noop)
+    ctx.start()
+    pid = ctx.helper_pid
 threads, per = int(sys.argv[1]), int(sys.argv[2])
 
 def run(per):
@@ -60,10 +101,13 @@ def run(per):
 
 run(max(1, per // 5))
 c0, h0 = own_seconds(), helper_seconds(pid)
+s0, t0 = own_switches(), helper_switches(pid)
 wall = run(per)
 c1, h1 = own_seconds(), helper_seconds(pid)
+s1, t1 = own_switches(), helper_switches(pid)
 n = threads * per
-print(json.dumps({"rate": n / wall, "client": 1e6 * (c1 - c0) / n, "helper": 1e6 * (h1 - h0) / n}))
+print(json.dumps({"rate": n / wall, "client": 1e6 * (c1 - c0) / n, "helper": 1e6 * (h1 - h0) / n,
+                  "client_cs": (s1 - s0) / n, "helper_cs": (t1 - t0) / n}))
 ctx.stop()
 """
 
@@ -74,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--calls", type=int, default=1500, help="calls per thread")
+    parser.add_argument("--oslo", action="store_true", help="measure oslo.privsep's helper too")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("bench_cpu.py must run as root (fork mode scopes capabilities)")
@@ -81,12 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.tree:
         label, _, path = item.partition("=")
         trees[label] = os.path.abspath(path)
+    if args.oslo:
+        trees["oslo.privsep"] = "oslo"
     results: dict[str, list[dict]] = {label: [] for label in trees}
     for rnd in range(args.rounds):
         order = list(trees) if rnd % 2 == 0 else list(trees)[::-1]
         for label in order:
             env = dict(os.environ)
-            if trees[label] is not None:
+            if trees[label] == "oslo":
+                env["BENCH_CPU_OSLO"] = os.path.dirname(os.path.abspath(__file__))
+            elif trees[label] is not None:
                 env["PYTHONPATH"] = trees[label]
             out = subprocess.run(
                 [sys.executable, "-c", CHILD, str(args.threads), str(args.calls)],
@@ -99,11 +148,18 @@ def main(argv: list[str] | None = None) -> int:
                 sys.exit(f"{label}: {out.stderr}")
             results[label].append(json.loads(out.stdout))
     print(f"{args.threads} threads x {args.calls} calls, medians of {args.rounds} rounds")
-    print("| tree | calls/s | service CPU per call (µs) | helper CPU per call (µs) |")
-    print("|---|---:|---:|---:|")
+    print(
+        "| tree | calls/s | service CPU per call (µs) | helper CPU per call (µs) "
+        "| service context switches per call | helper context switches per call |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    keys = ("rate", "client", "helper", "client_cs", "helper_cs")
     for label, runs in results.items():
-        med = {k: statistics.median(r[k] for r in runs) for k in ("rate", "client", "helper")}
-        print(f"| {label} | {med['rate']:,.0f} | {med['client']:.1f} | {med['helper']:.1f} |")
+        med = {k: statistics.median(r.get(k, float("nan")) for r in runs) for k in keys}
+        print(
+            f"| {label} | {med['rate']:,.0f} | {med['client']:.1f} | {med['helper']:.1f} "
+            f"| {med['client_cs']:.2f} | {med['helper_cs']:.2f} |"
+        )
     return 0
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "MAX_RECORD",
     "SYSLOG_SOCKET",
     "AuditLog",
+    "RecordTemplate",
     "bound_fields",
     "encode_json",
     "escape_control",
@@ -243,6 +244,87 @@ def _encode_py(value: Any) -> str:
     return _refuse(value)
 
 
+class RecordTemplate:
+    """Records alike but for ``args``, ``kwargs`` and ``ts``: the rest encoded once.
+
+    A helper writes an "allow" record before every call, and for one
+    entrypoint and one peer only these three fields change. :meth:`line`
+    returns exactly what ``encode_json(bound_fields(fields))`` returns for
+    the fields in the order ``before``, ``args``, ``kwargs`` (only when not
+    empty), ``after``, ``ts`` -- the same bounds, budget and key order --
+    with the constant fields spliced in already encoded. A record in which
+    anything would be truncated, or constant fields it cannot splice, take
+    the general path.
+    """
+
+    __slots__ = ("_before", "_after", "_left", "_after_size", "_formats")
+
+    _DYNAMIC = ("args", "kwargs", "ts")
+
+    def __init__(self, before: dict[str, Any], after: dict[str, Any]) -> None:
+        self._before = dict(before)
+        self._after = dict(after)
+        self._formats: tuple[str, str] | None = None
+        static = {**self._before, **self._after}
+        if len(static) != len(self._before) + len(self._after):
+            return  # a key in both: the general path settles it
+        if any(key in self._DYNAMIC or key == "truncated" for key in static):
+            return
+        for key, item in static.items():
+            if type(key) is not str:
+                return
+            if type(item) is str:
+                if len(item) > MAX_FIELD:
+                    return
+            elif not (item is None or type(item) is bool or type(item) is int):
+                return
+            elif type(item) is int and not -(2**64) < item < 2**64:
+                return
+        self._left = MAX_RECORD - sum(len(v) for v in self._before.values() if type(v) is str)
+        self._after_size = sum(len(v) for v in self._after.values() if type(v) is str)
+        if self._left < 0 or self._after_size > self._left:
+            return
+        encoded = {key: encode_json(item).replace("%", "%%") for key, item in static.items()}
+
+        def fmt(dynamic: tuple[str, ...]) -> str:
+            parts = []
+            for key in sorted([*static, *dynamic]):
+                value = "%s" if key in dynamic else encoded[key]
+                parts.append(_json_str(key).replace("%", "%%") + ":" + value)
+            return "{" + ",".join(parts) + "}"
+
+        self._formats = (fmt(("args", "ts")), fmt(("args", "kwargs", "ts")))
+
+    @property
+    def decision(self) -> Any:
+        return self._before.get("decision", self._after.get("decision"))
+
+    def line(self, args: Any, kwargs: Any, ts: float) -> str:
+        """The record's JSON text, as :func:`encode_json` of :func:`bound_fields` gives it."""
+        formats = self._formats
+        if formats is not None and type(ts) is float and -_INF < ts < _INF:
+            bounder = _Bounder()
+            bounder.left = self._left
+            bounded_args = bounder.value(args)
+            bounded_kwargs = bounder.value(kwargs) if kwargs else None
+            if not bounder.truncated and bounder.left >= self._after_size:
+                stamp = float.__repr__(ts)
+                if kwargs:
+                    return formats[1] % (
+                        encode_json(bounded_args),
+                        encode_json(bounded_kwargs),
+                        stamp,
+                    )
+                return formats[0] % (encode_json(bounded_args), stamp)
+        fields = dict(self._before)
+        fields["args"] = args
+        if kwargs:
+            fields["kwargs"] = kwargs
+        fields.update(self._after)
+        fields["ts"] = ts
+        return encode_json(bound_fields(fields))
+
+
 def escape_control(text: str) -> str:
     """``text`` on one line: backslash, control and line-separator characters escaped.
 
@@ -432,7 +514,19 @@ class AuditLog:
         Callers that are about to act must treat AuditError as "do not act".
         """
         fields.setdefault("ts", round(time.time(), 6))
-        line = encode_json(bound_fields(fields))
+        self._emit(fields.get("decision"), encode_json(bound_fields(fields)))
+
+    def record_from(self, template: RecordTemplate, args: Any, kwargs: Any) -> None:
+        """:meth:`record` of a template's fields with these ``args`` and ``kwargs``.
+
+        The same text, the same write and the same AuditError as
+        :meth:`record`; only the constant fields' encoding is done once.
+        """
+        line = template.line(args, kwargs, round(time.time(), 6))
+        self._emit(template.decision, line)
+
+    def _emit(self, decision: Any, line: str) -> None:
+        """Write one encoded record; AuditError if the sink refused it."""
         try:
             if self._fd is not None:
                 data = line.encode() + b"\n"
@@ -447,7 +541,7 @@ class AuditLog:
             ) from None
         finally:
             if self.client_copy:
-                self._copy_to_logger(fields.get("decision"), line)
+                self._copy_to_logger(decision, line)
 
     def _send_syslog(self, message: bytes) -> None:
         assert self._syslog is not None

@@ -74,3 +74,84 @@ def test_the_c_encoder_is_used_where_json_has_one():
     # PyPy's json.encoder has no c_make_encoder attribute at all.
     has_c_encoder = getattr(json.encoder, "c_make_encoder", None) is not None
     assert (audit._C_ENCODE is None) == (not has_c_encoder)
+
+
+# -- RecordTemplate: the helper's per-call "allow" record, constant fields encoded once
+
+from privsepd.audit import MAX_FIELD, MAX_RECORD, RecordTemplate  # noqa: E402
+
+
+def general_line(before, args, kwargs, after, ts):
+    """What AuditLog.record writes for these fields, in the Monitor's order."""
+    fields = dict(before)
+    fields["args"] = args
+    if kwargs:
+        fields["kwargs"] = kwargs
+    fields.update(after)
+    fields["ts"] = ts
+    return encode_json(bound_fields(fields))
+
+
+# Values an entrypoint's caller can send, and some it cannot (bytes, tuples,
+# huge strings and ints), so that truncation and fallbacks are exercised.
+call_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**64 - 2, max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.binary(max_size=20)
+    | st.text(st.characters(codec=None, exclude_categories=()), max_size=40)
+    | st.sampled_from(["%s", "%%", "%(x)s", "x" * (MAX_FIELD + 3), "y" * (MAX_RECORD // 3)]),
+    lambda inner: (
+        st.lists(inner, max_size=70) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
+    max_leaves=40,
+)
+statics = st.dictionaries(
+    st.text(max_size=8) | st.sampled_from(["args", "ts", "truncated", "peer_pid"]),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=2**64 - 2, max_value=2**70)
+    | st.text(max_size=12)
+    | st.sampled_from(["%", "z" * (MAX_FIELD + 1), "w" * (MAX_RECORD // 2)])
+    | st.floats(),
+    max_size=5,
+)
+stamps = st.floats() | st.integers()
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    before=statics,
+    after=statics,
+    args=st.lists(call_values, max_size=70) | call_values,
+    kwargs=st.dictionaries(st.text(max_size=10), call_values, max_size=5) | call_values,
+    ts=stamps,
+)
+def test_a_record_template_writes_exactly_what_the_general_path_writes(
+    before, after, args, kwargs, ts
+):
+    template = RecordTemplate(before, after)
+    assert template.line(args, kwargs, ts) == general_line(before, args, kwargs, after, ts)
+
+
+def test_a_template_of_an_allow_record_splices_its_constant_fields():
+    before = {"context": "c%s", "decision": "allow", "op": "call", "name": "noop"}
+    after = {"peer_pid": 12, "peer_uid": 0, "peer_gid": 0}
+    template = RecordTemplate(before, after)
+    assert template._formats is not None  # the fast path, not the fallback
+    line = template.line(["a", 1], {"k": [None]}, 1.5)
+    assert line == general_line(before, ["a", 1], {"k": [None]}, after, 1.5)
+    assert json.loads(line)["context"] == "c%s"
+
+
+def test_a_template_record_near_the_record_budget_is_truncated_like_any_record():
+    before = {"context": "c", "decision": "allow", "op": "call", "name": "n"}
+    after = {"peer_note": "p" * 1000}
+    # The arguments fit in the record's budget; the peer field after them does not.
+    args = ["a" * MAX_FIELD] * (MAX_RECORD // MAX_FIELD - 1) + ["b" * 500]
+    line = RecordTemplate(before, after).line(args, {}, 2.0)
+    assert line == general_line(before, args, {}, after, 2.0)
+    assert json.loads(line)["truncated"] is True

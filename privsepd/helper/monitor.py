@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from privsepd.audit import AuditLog
+from privsepd.audit import AuditLog, RecordTemplate
 from privsepd.channel.protocol import (
     OP_CALL,
     OP_EXEC,
@@ -66,6 +66,29 @@ class Entrypoint:
             if free:
                 raise TypeError(f"{self.name}: strict entrypoint leaves {free} unconstrained")
         object.__setattr__(self, "signature", sig)
+        # When every parameter is a plain positional one, a call that passes
+        # each of them positionally binds without inspect (a few us per call).
+        plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        positional = None
+        if all(p.kind in plain for p in sig.parameters.values()):
+            positional = tuple(sig.parameters)
+        object.__setattr__(self, "_positional", positional)
+
+    def bind_checked(self, args: list, kwargs: dict) -> tuple[Any, dict]:
+        """:meth:`check`, as the arguments and keywords to call the function with."""
+        positional = self._positional  # type: ignore[attr-defined]
+        if positional is not None and not kwargs and len(args) == len(positional):
+            # What signature.bind gives here: the arguments in parameter
+            # order, each checked in that order, as check() does.
+            constraints = self.constraints
+            if constraints:
+                for arg, value in zip(positional, args):
+                    constraint = constraints.get(arg)
+                    if constraint is not None:
+                        constraint.check(arg, value)
+            return args, {}
+        bound = self.check(args, kwargs)
+        return bound.args, bound.kwargs
 
     def check(self, args: list, kwargs: dict) -> inspect.BoundArguments:
         """Bind the call to the signature and run every declared constraint."""
@@ -125,6 +148,9 @@ class Monitor:
         self._run_command = run_command
         self._audit = audit or AuditLog()
         self._peer = dict(peer or {})
+        # Per entrypoint name: its "allow" record with the constant fields
+        # encoded once (names come from the frozen table: bounded).
+        self._templates: dict[str, RecordTemplate] = {}
         self._share_peer()
         self._operations: Mapping[str, Callable[[Request, float, _Note], Any]] = MappingProxyType(
             {
@@ -143,6 +169,7 @@ class Monitor:
         """Set the peer fields once the helper knows who it serves (before serving)."""
         if not self._peer:
             self._peer = dict(peer)
+            self._templates = {}
             self._share_peer()
 
     def _share_peer(self) -> None:
@@ -196,10 +223,23 @@ class Monitor:
         """Record the decision before acting; a record that cannot be written refuses the call."""
         if self._audit.wants("allow"):
             try:
-                self._write(request, "allow", start, None)
+                if request.op == OP_CALL:
+                    self._audit.record_from(
+                        self._allow_template(request.name), request.args, request.kwargs
+                    )
+                else:
+                    self._write(request, "allow", start, None)
             except AuditError as exc:
                 raise DeniedError(f"refused: {exc}") from None
         note.allowed = True
+
+    def _allow_template(self, name: str) -> RecordTemplate:
+        """The "allow" record of a call to entrypoint ``name``: what :meth:`_write` writes."""
+        template = self._templates.get(name)
+        if template is None:
+            before = {"context": self.context, "decision": "allow", "op": OP_CALL, "name": name}
+            template = self._templates[name] = RecordTemplate(before, self._peer)
+        return template
 
     def _record(self, request: Request, decision: str, start: float, exc: Exception) -> None:
         """A denial or error record; its own failure is logged, never raised."""
@@ -246,9 +286,9 @@ class Monitor:
             raise DeniedError(f"{name}: arguments must be a list, not {type(args).__name__}")
         if type(kwargs) is not dict or not all(type(k) is str for k in kwargs):
             raise DeniedError(f"{name}: keyword arguments must be a map with str keys")
-        bound = entrypoint.check(args, kwargs)
+        call_args, call_kwargs = entrypoint.bind_checked(args, kwargs)
         self._allow(request, start, note)
-        return entrypoint.func(*bound.args, **bound.kwargs)
+        return entrypoint.func(*call_args, **call_kwargs)
 
     def _op_exec(self, request: Request, start: float, note: _Note) -> Any:
         if self._run_command is None:

@@ -308,3 +308,56 @@ def test_client_that_never_says_hello_is_disconnected_with_a_reason():
     assert server.closed.wait(2)
     client_sock.close()
     server_sock.close()
+
+
+def handshaken_raw_client(server_sock_dispatch):
+    """A raw socket and a ClientProtocol past the handshake, against a server in a thread."""
+    client_sock, server_sock = socket.socketpair()
+    server = HelperServer(server_sock, ServerProtocol("t"), server_sock_dispatch, max_workers=8)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proto = ClientProtocol("t")
+    client_sock.settimeout(5)
+    client_sock.sendall(proto.hello())
+    while not any(
+        type(e).__name__ == "Welcome" for e in proto.receive_data(client_sock.recv(4096))
+    ):
+        pass
+    return client_sock, proto
+
+
+def test_a_burst_of_requests_in_one_write_gets_every_reply_under_its_own_id():
+    sock, proto = handshaken_raw_client(dispatch)
+    n = 64
+    burst = b"".join(
+        proto.request(rid, "call", "echo", [rid, "x" * rid], {}) for rid in range(1, n + 1)
+    )
+    sock.sendall(burst)  # one write: the helper reads many frames at once and batches replies
+    replies = {}
+    while len(replies) < n:
+        data = sock.recv(65536)
+        assert data, f"connection closed after {len(replies)} of {n} replies"
+        for reply in proto.receive_data(data):
+            assert reply.id not in replies, f"reply {reply.id} delivered twice"
+            replies[reply.id] = reply
+    assert sorted(replies) == list(range(1, n + 1))
+    assert all(r.ok and r.result == [rid, "x" * rid] for rid, r in replies.items())
+
+
+def test_a_burst_with_one_malformed_frame_fails_closed_and_runs_none_of_it():
+    ran: list[int] = []
+
+    def recording(request: Request):
+        ran.append(request.args[0])
+        return True, request.args
+
+    sock, proto = handshaken_raw_client(recording)
+    good = [proto.request(rid, "call", "echo", [rid], {}) for rid in (1, 2, 3)]
+    sock.sendall(good[0] + good[1] + struct.pack(">I", 3) + b"\xc1\xc1\xc1" + good[2])
+    reply = b""
+    while True:
+        data = sock.recv(4096)
+        if not data:
+            break
+        reply += data
+    assert b"ProtocolError" in reply and b"malformed frame" in reply
+    assert ran == []  # the frames of the batch before the bad one did not run either

@@ -96,6 +96,19 @@ def test_every_call_is_recorded_with_the_peer(audit_file):
     assert (allowed["peer_pid"], allowed["peer_uid"]) == (os.getpid(), 0)
 
 
+def test_an_allow_record_is_one_canonical_json_line_with_every_field(audit_file):
+    echo("%s", {"k": "v"}, 7)
+    (line,) = [x for x in audit_file.read_text().splitlines() if '"op":"call"' in x]
+    record = json.loads(line)
+    assert line == json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert set(record) == {
+        *("args", "context", "decision", "name", "op", "ts"),
+        *("peer_gid", "peer_pid", "peer_uid"),
+    }
+    assert record["args"] == ["%s", {"k": "v"}, 7] and record["context"] == "t-audit"
+    assert type(record["ts"]) is float
+
+
 def test_the_allow_record_is_on_disk_before_the_call_runs(audit_file):
     assert my_allow_record(str(audit_file), "first") is True
 
