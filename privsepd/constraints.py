@@ -106,7 +106,23 @@ def _check_max_len(max_len: object) -> int:
     return max_len
 
 
-class Regex(Constraint):
+class _TextConstraint(Constraint):
+    """A constraint on str values: the type is checked here, once for all of them."""
+
+    __slots__ = ()
+
+    def _problem(self, value: object) -> str | None:
+        problem = _need_str(value)
+        if problem:
+            return problem
+        assert isinstance(value, str)
+        return self._text_problem(value)
+
+    def _text_problem(self, value: str) -> str | None:
+        raise NotImplementedError
+
+
+class Regex(_TextConstraint):
     """A str that the whole pattern matches (``re.fullmatch``).
 
     ``fullmatch`` must consume the entire value, so ``'[a-z]+$'`` does not
@@ -134,11 +150,7 @@ class Regex(Constraint):
     def describe(self) -> str:
         return f"regex {self.pattern!r}"
 
-    def _problem(self, value: object) -> str | None:
-        problem = _need_str(value)
-        if problem:
-            return problem
-        assert isinstance(value, str)
+    def _text_problem(self, value: str) -> str | None:
         if len(value) > self.max_len:
             return f"longer than {self.max_len} characters"
         if self._compiled.fullmatch(value) is None:
@@ -213,7 +225,7 @@ class IntRange(Constraint):
 _DECIMAL = re.compile(r"0|-?[1-9][0-9]*")
 
 
-class DecimalInt(Constraint):
+class DecimalInt(_TextConstraint):
     """A str spelling an int in canonical decimal, within an IntRange.
 
     For argv, where every argument is a string: ``"1500"`` passes
@@ -232,11 +244,7 @@ class DecimalInt(Constraint):
     def describe(self) -> str:
         return self.range.describe() + " (decimal string)"
 
-    def _problem(self, value: object) -> str | None:
-        problem = _need_str(value)
-        if problem:
-            return problem
-        assert isinstance(value, str)
+    def _text_problem(self, value: str) -> str | None:
         if len(value) > 64 or _DECIMAL.fullmatch(value) is None:
             return f"{_show(value)} is not a plain decimal integer"
         return self.range._problem(int(value))
@@ -404,7 +412,7 @@ def _check_version(version: object, what: str) -> int | None:
     return version
 
 
-class IPAddress(Constraint):
+class IPAddress(_TextConstraint):
     """An IPv4/IPv6 address as a str; no IPv6 zone (``%eth0``) suffix."""
 
     __slots__ = ("version",)
@@ -415,11 +423,7 @@ class IPAddress(Constraint):
     def describe(self) -> str:
         return "ip address" if self.version is None else f"ipv{self.version} address"
 
-    def _problem(self, value: object) -> str | None:
-        problem = _need_str(value)
-        if problem:
-            return problem
-        assert isinstance(value, str)
+    def _text_problem(self, value: str) -> str | None:
         if "%" in value or not value.isascii():
             return f"{_show(value)} is not a plain IP address"
         try:
@@ -437,7 +441,7 @@ class IPAddress(Constraint):
 _PREFIXLEN = re.compile(r"/[0-9]{1,3}")
 
 
-class CIDR(Constraint):
+class CIDR(_TextConstraint):
     """A network ``address/prefixlen`` as a str.
 
     The ``/prefixlen`` is required and must be digits (no netmask form), so
@@ -457,11 +461,7 @@ class CIDR(Constraint):
         kind = "cidr" if self.version is None else f"ipv{self.version} cidr"
         return kind if self.strict else kind + " (host bits allowed)"
 
-    def _problem(self, value: object) -> str | None:
-        problem = _need_str(value)
-        if problem:
-            return problem
-        assert isinstance(value, str)
+    def _text_problem(self, value: str) -> str | None:
         slash = value.rfind("/")
         if slash < 0 or "%" in value or not value.isascii():
             return f"{_show(value)} is not address/prefixlen"
@@ -482,7 +482,7 @@ class CIDR(Constraint):
 _MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
 
 
-class MAC(Constraint):
+class MAC(_TextConstraint):
     """An Ethernet address written ``aa:bb:cc:dd:ee:ff`` (either case)."""
 
     __slots__ = ()
@@ -490,11 +490,7 @@ class MAC(Constraint):
     def describe(self) -> str:
         return "mac address"
 
-    def _problem(self, value: object) -> str | None:
-        problem = _need_str(value)
-        if problem:
-            return problem
-        assert isinstance(value, str)
+    def _text_problem(self, value: str) -> str | None:
         if _MAC.fullmatch(value) is None:
             return f"{_show(value)} is not aa:bb:cc:dd:ee:ff"
         return None
@@ -506,7 +502,7 @@ class MAC(Constraint):
 IFNAMSIZ = 16
 
 
-class InterfaceName(Constraint):
+class InterfaceName(_TextConstraint):
     """A Linux network interface name.
 
     Kernel rules (``dev_valid_name``): 1..15 bytes, not ``.`` or ``..``, no
@@ -519,11 +515,7 @@ class InterfaceName(Constraint):
     def describe(self) -> str:
         return "interface name"
 
-    def _problem(self, value: object) -> str | None:
-        problem = _need_str(value)
-        if problem:
-            return problem
-        assert isinstance(value, str)
+    def _text_problem(self, value: str) -> str | None:
         if not 0 < len(value) < IFNAMSIZ:
             return f"{_show(value)} is not 1..{IFNAMSIZ - 1} characters"
         if value in (".", ".."):
@@ -539,7 +531,7 @@ class InterfaceName(Constraint):
         return ()
 
 
-class Str(Constraint):
+class Str(_TextConstraint):
     """Any str up to ``max_len`` characters, without NUL bytes."""
 
     __slots__ = ("max_len",)
@@ -550,11 +542,7 @@ class Str(Constraint):
     def describe(self) -> str:
         return f"str (max {self.max_len})"
 
-    def _problem(self, value: object) -> str | None:
-        problem = _need_str(value)
-        if problem:
-            return problem
-        assert isinstance(value, str)
+    def _text_problem(self, value: str) -> str | None:
         if len(value) > self.max_len:
             return f"longer than {self.max_len} characters"
         if "\0" in value:

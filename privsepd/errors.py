@@ -6,7 +6,7 @@ denial from a dead helper from a protocol violation without parsing messages.
 
 from __future__ import annotations
 
-from collections import namedtuple
+from privsepd._record import record
 
 # typing costs privsepd-rootwrap ~3 ms of start-up; annotations only need it
 # for the type checker (which treats this name as true).
@@ -233,7 +233,7 @@ if TYPE_CHECKING:
         attrs: dict[str, Any]
 
 else:
-    _RemoteDetailFields = namedtuple("RemoteDetail", ("module", "qualname", "args", "attrs"))
+    _RemoteDetailFields = record("RemoteDetail", ("module", "qualname", "args", "attrs"))
 
 
 class RemoteDetail(_RemoteDetailFields):

@@ -32,10 +32,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Sequence
 
 TYPE_CHECKING = False  # not typing: privsepd-rootwrap imports this module
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "openat2",
     "pin",
     "pin_command",
-    "path_positions",
 ]
 
 RESOLVE_NO_XDEV = 0x01
@@ -322,26 +321,6 @@ def _pin_parent(base_fd: int, rel: str, value: str) -> Pinned:
     raise PathRefused(f"{value!r}: its base vanished while it was being opened")
 
 
-def path_positions(decision: Any) -> dict[int, tuple[str, bool]]:
-    """Positions in ``decision.command`` that hold path arguments: (base, must_exist).
-
-    Every filter along a chain contributes its own; a chained command's
-    argv is the tail of the final command, word for word.
-    """
-    out: dict[int, tuple[str, bool]] = {}
-    d, offset = decision, 0
-    while d is not None and d.filter is not None:
-        spots = getattr(d.filter, "path_arguments", None)
-        if spots is not None:
-            for i, spec in spots(d.argv).items():
-                out[offset + i] = spec
-        if d.chain is None:
-            break
-        offset += len(d.argv) - len(d.chain.argv)
-        d = d.chain
-    return out
-
-
 def pin_command(decision: Any, argv: Sequence[str]) -> tuple[list[str], list[int]]:
     """``argv`` (the decision's command) with every path argument pinned.
 
@@ -349,7 +328,7 @@ def pin_command(decision: Any, argv: Sequence[str]) -> tuple[list[str], list[int
     inherit (the caller closes them after the spawn). Raises PathRefused
     (after closing what it opened) when a path cannot be pinned.
     """
-    positions = path_positions(decision)
+    positions = decision.path_arguments
     if not positions:
         return list(argv), []
     values = _argument_values(decision, argv)

@@ -119,6 +119,27 @@ def trusted_dir(root):
     pytest.fail(f"no root-owned, non-writable base directory among {_TRUSTED_BASES}")
 
 
+def write_rootwrap_conf(
+    base: Path, filters: str, defaults: str = "exec_dirs=/bin,/usr/bin\n"
+) -> str:
+    """``base``/rootwrap.conf (its [DEFAULT] is ``defaults``) and one filters
+    file, ``base``/filters.d/test.filters (``filters``, dedented), both 0644.
+
+    ``base`` must be trusted (the ``trusted_dir`` fixture). Returns the
+    conf's path.
+    """
+    import textwrap
+
+    filters_dir = base / "filters.d"
+    filters_dir.mkdir(mode=0o755)
+    (filters_dir / "test.filters").write_text(textwrap.dedent(filters))
+    conf = base / "rootwrap.conf"
+    conf.write_text(f"[DEFAULT]\nfilters_path={filters_dir}\n{defaults}")
+    for path in (filters_dir / "test.filters", conf):
+        path.chmod(0o644)
+    return str(conf)
+
+
 def unix_listening(path: object) -> bool:
     """A Unix socket at ``path`` is in listen() state.
 

@@ -25,7 +25,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import needs_inheritable_o_path, needs_posix_spawn
+from conftest import needs_inheritable_o_path, needs_posix_spawn, write_rootwrap_conf
 from racing import ATTACKER_UID, HARMLESS, SECRET, Swapper, build_tree
 
 from privsepd.constraints import PathUnder
@@ -37,7 +37,6 @@ from privsepd.paths import (
     PathRefused,
     open_base,
     openat2,
-    path_positions,
     pin,
     pin_command,
 )
@@ -212,7 +211,7 @@ args = ["-v", {{ path_under = "{tree["base"]}" }}]
     )
     decision = index.match(["nice", "-n", "5", "cat", "-v", str(tree["target"])])
     assert decision.allowed
-    assert path_positions(decision) == {5: (str(tree["base"]), False)}
+    assert decision.path_arguments == {5: (str(tree["base"]), False)}
     argv, fds = pin_command(decision, list(decision.command))
     try:
         assert argv[:5] == ["/usr/bin/nice", "-n", "5", "cat", "-v"]
@@ -428,15 +427,9 @@ def test_entrypoint_using_path_under_open_holds_while_a_directory_is_swapped(roo
 def test_rootwrap_path_filter_holds_while_a_directory_is_swapped(root, trusted_dir, tree):
     from privsepd.cli import rootwrap
 
-    filters = trusted_dir / "filters.d"
-    filters.mkdir(mode=0o755)
-    (filters / "cat.filters").write_text(
-        f"[Filters]\ncat: PathFilter, /bin/cat, root, {tree['base']}\n"
+    conf = write_rootwrap_conf(
+        trusted_dir, f"[Filters]\ncat: PathFilter, /bin/cat, root, {tree['base']}\n"
     )
-    conf = trusted_dir / "rootwrap.conf"
-    conf.write_text(f"[DEFAULT]\nfilters_path={filters}\nexec_dirs=/bin,/usr/bin\n")
-    for p in (filters / "cat.filters", conf):
-        p.chmod(0o644)
     argv = ["privsepd-rootwrap", "--no-cache", str(conf), "cat", str(tree["target"])]
 
     def shim() -> bytes:
@@ -471,15 +464,9 @@ def test_rootwrap_console_script_hands_cat_the_pinned_file(root, trusted_dir, tr
     import shutil
     import sys
 
-    filters = trusted_dir / "filters.d"
-    filters.mkdir(mode=0o755)
-    (filters / "cat.filters").write_text(
-        f"[Filters]\ncat: PathFilter, /bin/cat, root, {tree['base']}\n"
+    conf = write_rootwrap_conf(
+        trusted_dir, f"[Filters]\ncat: PathFilter, /bin/cat, root, {tree['base']}\n"
     )
-    conf = trusted_dir / "rootwrap.conf"
-    conf.write_text(f"[DEFAULT]\nfilters_path={filters}\nexec_dirs=/bin,/usr/bin\n")
-    for p in (filters / "cat.filters", conf):
-        p.chmod(0o644)
     script = os.path.join(os.path.dirname(sys.executable), "privsepd-rootwrap")
     script = script if os.access(script, os.X_OK) else shutil.which("privsepd-rootwrap")
     result = subprocess.run(

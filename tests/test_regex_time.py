@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_posix_spawn
+from conftest import needs_posix_spawn, write_rootwrap_conf
 
 from privsepd.authoring.check import check_paths
 from privsepd.cli.rootwrap import DECISION_CPU_SECONDS
@@ -224,14 +224,7 @@ HARNESS = textwrap.dedent(
 
 @pytest.fixture
 def conf(trusted_dir):
-    filters = trusted_dir / "filters.d"
-    filters.mkdir(mode=0o755)
-    (filters / "t.filters").write_text(FILTERS)
-    path = trusted_dir / "rootwrap.conf"
-    path.write_text(f"[DEFAULT]\nfilters_path={filters}\nexec_dirs=/bin,/usr/bin\n")
-    for p in (filters / "t.filters", path):
-        p.chmod(0o644)
-    return str(path)
+    return write_rootwrap_conf(trusted_dir, FILTERS)
 
 
 #: PyPy's regex engine does not check for signals during a match (docs/deviations.md).

@@ -76,6 +76,18 @@ cannot execute; 128+N killed by signal N. See privsepd-rootwrap(8).
 # -- running ----------------------------------------------------------------------
 
 
+def _signals():  # noqa: ANN202 -- a module
+    """signal's C core: the same functions and numbers, without signal's enum
+    wrappers (importing enum costs the shim ~4 ms). PyPy has only signal."""
+    try:
+        import _signal
+    except ImportError:  # pragma: no cover -- PyPy
+        import signal
+
+        return signal
+    return _signal
+
+
 def _syslog(
     config,  # noqa: ANN001
     execname: str,
@@ -258,7 +270,7 @@ def _same_identity(plan) -> bool:  # noqa: ANN001
 
 def _wait_forwarding(pid: int) -> int:
     """Wait for the child, forwarding SIGTERM/SIGHUP; oslo's exit code for it."""
-    import signal
+    signal = _signals()
 
     def forward(signum, frame):  # noqa: ANN001
         try:
@@ -312,14 +324,14 @@ def _spawn_plain(plan, keep: set[int] = frozenset()) -> int:  # noqa: ANN001
 def _catchable_signals() -> list:
     """Every signal a handler could be set for: the caller's ignored or blocked
     signals must not reach a command that runs as root."""
-    import signal
+    signal = _signals()
 
     return [s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)]
 
 
 def _default_signals() -> None:
     """In a forked child: default dispositions and an empty mask before exec."""
-    import signal
+    signal = _signals()
 
     for sig in _catchable_signals():
         try:
@@ -497,9 +509,7 @@ def _pin_paths(plan, userargs: list[str], config, execname: str) -> None:  # noq
     A path that cannot be pinned (a component was swapped for a symlink
     after the decision, ...) is a denial, exit 99: nothing runs.
     """
-    from privsepd.paths import path_positions
-
-    if not path_positions(plan.decision):
+    if not plan.decision.path_arguments:
         return
     from privsepd.paths import PathRefused, pin_command
 
@@ -537,7 +547,7 @@ def _bounded_match(index, argv: list[str]):  # noqa: ANN001, ANN202
     handler is disarmed before the timer is cancelled: a SIGPROF already in
     flight then does nothing.
     """
-    import signal
+    signal = _signals()
 
     armed = [True]
 
@@ -568,7 +578,7 @@ def _timeout_denial(userargs: list[str]) -> str:
 
 def _main(execname: str, args: list[str]) -> int:
     _check_sudo_environment()
-    import signal
+    signal = _signals()
 
     # A caller that ignores SIGCHLD would make waitpid fail (children are
     # auto-reaped) and the command's exit status would be lost.

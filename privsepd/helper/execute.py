@@ -54,14 +54,20 @@ import errno
 import os
 import pwd
 import select
-import signal
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from privsepd.errors import CallTimeout, DeniedError
 
-TYPE_CHECKING = False  # not typing: privsepd-rootwrap imports this module
+try:  # CPython: signal without its enum wrappers (enum costs privsepd-rootwrap ~4 ms)
+    import _signal as signal
+except ImportError:  # pragma: no cover -- PyPy
+    import signal  # type: ignore[no-redef]
+
+# not typing or collections.abc at run time: privsepd-rootwrap imports this
+# module. The type checker treats this name as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
 __all__ = [

@@ -9,7 +9,7 @@ ast, dis) and typing cost it ~12 ms of start-up.
 
 from __future__ import annotations
 
-from collections import namedtuple
+from privsepd._record import record
 
 #: oslo-rootwrap's exit codes for the two refusals a match can end in.
 RC_UNAUTHORIZED = 99
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
         miss: Miss | None
 
 else:
-    _CandidateFields = namedtuple("Candidate", ("filter", "miss"))
+    _CandidateFields = record("Candidate", ("filter", "miss"))
 
 __all__ = ["RC_NOEXECFOUND", "RC_UNAUTHORIZED", "Candidate", "Decision"]
 
@@ -138,6 +138,29 @@ class Decision:
         if self.outcome == "not-executable":
             return RC_NOEXECFOUND
         return RC_UNAUTHORIZED
+
+    @property
+    def path_arguments(self) -> dict[int, tuple[str, bool]]:
+        """Positions in ``command`` that hold path arguments: (base, must_exist).
+
+        Every filter along a chain contributes its own; a chained command's
+        argv is the tail of the final command, word for word. Here rather
+        than in :mod:`privsepd.paths`, so privsepd-rootwrap imports that only
+        for a command that has path arguments.
+        """
+        out: dict[int, tuple[str, bool]] = {}
+        d: Decision | None = self
+        offset = 0
+        while d is not None and d.filter is not None:
+            spots = getattr(d.filter, "path_arguments", None)
+            if spots is not None:
+                for i, spec in spots(d.argv).items():
+                    out[offset + i] = spec
+            if d.chain is None:
+                break
+            offset += len(d.argv) - len(d.chain.argv)
+            d = d.chain
+        return out
 
     @property
     def deviations(self) -> tuple[Candidate, ...]:

@@ -23,10 +23,8 @@ only that mutation would let through (miss code ``env-argv-mutation``).
 
 from __future__ import annotations
 
-import bisect
 import gc
 import os
-from collections.abc import Sequence
 
 from privsepd.policy.filters import (
     Candidate,
@@ -36,6 +34,10 @@ from privsepd.policy.filters import (
     Miss,
     env_view,
 )
+
+TYPE_CHECKING = False  # no collections.abc at run time (privsepd-rootwrap start-up)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["FilterIndex"]
 
@@ -240,7 +242,9 @@ class FilterIndex:
         miss: Miss | None,
     ) -> Miss | None:
         """Refuse what depends on oslo having popped 'env' off the shared argv."""
-        popped = min(bisect.bisect_left(env_positions, pos), _leading_env(argv))
+        from bisect import bisect_left  # here: a C extension privsepd-rootwrap rarely needs
+
+        popped = min(bisect_left(env_positions, pos), _leading_env(argv))
         if popped == 0:
             return miss
         is_env = isinstance(filt, EnvFilter)

@@ -12,7 +12,7 @@ import socket
 import textwrap
 
 import pytest
-from conftest import needs_posix_spawn
+from conftest import needs_posix_spawn, write_rootwrap_conf
 
 import privsepd.audit as audit_module
 import privsepd.cli.rootwrap as rootwrap_cli
@@ -64,13 +64,7 @@ def test_helper_exec_records_of_an_unaudited_runner_are_read(root, trusted_dir):
 
 @needs_posix_spawn
 def test_rootwrap_records_are_read(root, trusted_dir, monkeypatch):
-    filters = trusted_dir / "filters.d"
-    filters.mkdir(mode=0o755)
-    (filters / "t.filters").write_text(FILTERS)
-    conf = trusted_dir / "rootwrap.conf"
-    conf.write_text(f"[DEFAULT]\nfilters_path={filters}\nexec_dirs=/bin\n")
-    for p in (filters / "t.filters", conf):
-        p.chmod(0o644)
+    conf = write_rootwrap_conf(trusted_dir, FILTERS, "exec_dirs=/bin\n")
     log_dir = trusted_dir / "log"
     monkeypatch.setattr(audit_module, "SYSLOG_SOCKET", str(trusted_dir / "no-syslog"))
     monkeypatch.setattr(audit_module, "DEFAULT_DIR", str(log_dir))

@@ -16,7 +16,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import needs_posix_spawn
+from conftest import needs_posix_spawn, write_rootwrap_conf
 
 from privsepd.audit import escape_control
 from privsepd.cli.rootwrap import _syslog
@@ -44,14 +44,7 @@ cat: CommandFilter, /bin/cat, root
 
 @pytest.fixture
 def conf(trusted_dir):
-    filters = trusted_dir / "filters.d"
-    filters.mkdir(mode=0o755)
-    (filters / "test.filters").write_text(textwrap.dedent(FILTERS))
-    path = trusted_dir / "rootwrap.conf"
-    path.write_text(f"[DEFAULT]\nfilters_path={filters}\nexec_dirs=/bin,/usr/bin\n")
-    for p in (filters / "test.filters", path):
-        p.chmod(0o644)
-    return str(path)
+    return write_rootwrap_conf(trusted_dir, FILTERS)
 
 
 def rootwrap(trusted_dir, conf, *argv, syslog=None, preexec=None):

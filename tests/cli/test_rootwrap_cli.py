@@ -12,10 +12,9 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
-from conftest import needs_posix_spawn
+from conftest import needs_posix_spawn, write_rootwrap_conf
 
 pytestmark = needs_posix_spawn
 
@@ -43,16 +42,7 @@ def _script(name: str) -> str:
 
 @pytest.fixture
 def conf(trusted_dir):
-    filters = trusted_dir / "filters.d"
-    filters.mkdir(mode=0o755)
-    (filters / "test.filters").write_text(textwrap.dedent(FILTERS))
-    path = trusted_dir / "rootwrap.conf"
-    path.write_text(
-        f"[DEFAULT]\nfilters_path={filters}\nexec_dirs=/bin,/usr/bin\nrlimit_nofile=512\n"
-    )
-    for p in (filters / "test.filters", path):
-        p.chmod(0o644)
-    return str(path)
+    return write_rootwrap_conf(trusted_dir, FILTERS, "exec_dirs=/bin,/usr/bin\nrlimit_nofile=512\n")
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ import sys
 import textwrap
 
 import pytest
-from conftest import needs_posix_spawn
+from conftest import needs_posix_spawn, write_rootwrap_conf
 
+import privsepd
 from tests.cli.test_rootwrap_cli import FILTERS, _script, run
 
 pytestmark = needs_posix_spawn  # privsepd-rootwrap starts commands with os.posix_spawn
@@ -28,6 +29,9 @@ pytestmark = needs_posix_spawn  # privsepd-rootwrap starts commands with os.posi
 # Modules a cache hit of an allowed command must not import: each cost the
 # shim from 0.3 to 9 ms of start-up (or belongs to another part of privsepd).
 HEAVY = {
+    "enum",  # through signal or re: ~4 ms
+    "collections",  # through namedtuple, collections.abc or functools: ~2 ms
+    "functools",
     "typing",
     "dataclasses",
     "inspect",
@@ -53,20 +57,16 @@ HEAVY = {
     "privsepd.context",
     "privsepd.modes",
     "privsepd.helper.kernel",
+    "privsepd.paths",  # only for a command with path arguments
 }
+#: What re imports: loaded once a rule with a pattern is examined, not before.
+RE_FAMILY = {"re", "enum", "collections", "functools"}
 HEAVY_PACKAGES = ("privsepd.authoring", "privsepd.channel", "privsepd.compat")
 
 
 @pytest.fixture
 def conf(trusted_dir):
-    filters = trusted_dir / "filters.d"
-    filters.mkdir(mode=0o755)
-    (filters / "test.filters").write_text(textwrap.dedent(FILTERS))
-    path = trusted_dir / "rootwrap.conf"
-    path.write_text(f"[DEFAULT]\nfilters_path={filters}\nexec_dirs=/bin,/usr/bin\n")
-    for p in (filters / "test.filters", path):
-        p.chmod(0o644)
-    return str(path)
+    return write_rootwrap_conf(trusted_dir, FILTERS)
 
 
 @pytest.fixture
@@ -75,11 +75,16 @@ def cache_dir(trusted_dir):
 
 
 def _run_child_reporting_modules(conf: str, cache_dir: str, *argv: str):
-    """main() in a fresh ``python -I``: its exit code, sys.modules, and the policy source."""
+    """main() in a fresh ``python -I -S``: its exit code, sys.modules, and the policy source.
+
+    Without ``site``: a site hook (a ``.pth`` file) may import re or enum at
+    start, which would hide the shim importing them.
+    """
     r, w = os.pipe()
     code = textwrap.dedent(
         f"""
         import os, sys
+        sys.path.insert(0, {_PACKAGE_ROOT!r})
         from privsepd.cli import rootwrap
         sources = []
         load = rootwrap.load
@@ -94,7 +99,7 @@ def _run_child_reporting_modules(conf: str, cache_dir: str, *argv: str):
         """
     )
     proc = subprocess.Popen(
-        [sys.executable, "-I", "-c", code], pass_fds=(w,), stdout=subprocess.DEVNULL
+        [sys.executable, "-I", "-S", "-c", code], pass_fds=(w,), stdout=subprocess.DEVNULL
     )
     os.close(w)
     with os.fdopen(r, "rb") as f:
@@ -105,18 +110,15 @@ def _run_child_reporting_modules(conf: str, cache_dir: str, *argv: str):
 
 
 _START_MODULES: set[str] = set()
+#: The directory privsepd is imported from (a checkout, or site-packages).
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(privsepd.__file__)))
 
 
 def _interpreter_start_modules() -> set[str]:
-    """What ``python -I -c pass`` has imported before any privsepd code runs.
-
-    Site hooks (a ``.pth`` file, e.g. certifi's on the pyenv interpreter)
-    may import typing, shutil or threading at start: the floor pays for
-    those, the shim does not add them.
-    """
+    """What ``python -I -S -c pass`` has imported before any privsepd code runs."""
     if not _START_MODULES:
         out = subprocess.run(
-            [sys.executable, "-I", "-c", "import sys; print(repr(sorted(sys.modules)))"],
+            [sys.executable, "-I", "-S", "-c", "import sys; print(repr(sorted(sys.modules)))"],
             capture_output=True,
             text=True,
             check=True,
@@ -135,27 +137,39 @@ def test_cache_hit_of_an_allowed_command_imports_only_what_the_decision_needs(
     assert sorted(m for m in modules if m.startswith(HEAVY_PACKAGES)) == []
 
 
+def test_cache_hit_decided_by_rules_without_patterns_does_not_import_re(root, conf, cache_dir):
+    # re (with enum) is ~7 ms of a small VM's start-up; only a pattern needs it.
+    assert run(conf, "true", options=("--cache-dir", cache_dir)).returncode == 0
+    rc, modules, _ = _run_child_reporting_modules(conf, cache_dir, "true")
+    assert (rc, sorted(modules & RE_FAMILY)) == (0, [])
+    rc, modules, _ = _run_child_reporting_modules(conf, cache_dir, "sh", "-c", "kill -9 $$")
+    assert (rc, "re" in modules) == (137, True)  # a RegExpFilter examined: re loaded then
+
+
 def test_cache_hit_of_a_denied_command_imports_no_heavy_module_either(root, conf, cache_dir):
     assert run(conf, "true", options=("--cache-dir", cache_dir)).returncode == 0
     rc, modules, sources = _run_child_reporting_modules(conf, cache_dir, "ls", "-la")
     assert (rc, sources) == (99, ["cache"])
-    assert sorted(modules & HEAVY) == []
+    assert sorted(modules & (HEAVY - RE_FAMILY)) == []  # ls's rules have patterns
 
 
 # -- the console script --------------------------------------------------------------
 
 
-def test_console_script_entry_point_is_console_main():
-    from importlib.metadata import entry_points
-
-    eps = entry_points()
-    scripts = (
-        eps.select(group="console_scripts")
-        if hasattr(eps, "select")
-        else eps.get("console_scripts", ())
-    )
-    values = {ep.name: ep.value for ep in scripts}
-    assert values["privsepd-rootwrap"] == "privsepd.cli.rootwrap:console_main"
+def test_installed_script_imports_only_sys_and_the_shim():
+    # pip's wrapper for a console_scripts entry point imports re (and enum,
+    # ~7 ms) before any privsepd code runs: privsepd-rootwrap ships as a
+    # plain script instead. Read statically: a site hook may import re in
+    # every interpreter here, which would hide it at run time.
+    with open(_script("privsepd-rootwrap")) as f:
+        tree = ast.parse(f.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.update(f"{node.module}:{alias.name}" for alias in node.names)
+    assert imported == {"sys", "privsepd.cli.rootwrap:console_main"}
 
 
 @pytest.mark.parametrize(

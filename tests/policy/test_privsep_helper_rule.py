@@ -134,7 +134,8 @@ def test_listed_context_with_oslo_privseps_exact_argv_runs(listed):
         sockpath = os.path.join(tempfile.mkdtemp(), "privsep.sock")
         cmd = oslo_ctx.helper_command(sockpath)
     finally:
-        cfg.CONF.reset()
+        # clear(): forget the parsed files. Not reset(), which also unsets every
+        # module's set_default (privsep contexts set their capabilities so).
         cfg.CONF.clear()
         oslo_priv_context.init(root_helper=["sudo"])
     assert cmd[:4] == ["sudo", "privsepd-rootwrap", str(listed.conf), "privsep-helper"]
