@@ -20,7 +20,6 @@ Like the shim, this module imports almost nothing at load time.
 from __future__ import annotations
 
 import os
-import sys
 
 RC_UNAUTHORIZED = 99
 RC_NOCOMMAND = 98
@@ -403,44 +402,12 @@ class _CachedConfig:
             setattr(self, name, doc["config"][name])
 
 
-def _light_policy_package() -> bool:
-    """Register ``privsepd.policy`` without running its ``__init__`` (for a cache hit).
-
-    The package's __init__ pulls in the INI loader and with it logging and
-    logging.handlers (about a quarter of the shim's import time), none of
-    which a cache hit needs: it only imports the filter classes, the index
-    and the trust check, as submodules. Undone by :func:`_full_policy_package`.
-    """
-    if "privsepd.policy" in sys.modules:
-        return False
-    import types
-
-    import privsepd
-
-    pkg = types.ModuleType("privsepd.policy")
-    pkg.__path__ = [os.path.join(os.path.dirname(privsepd.__file__), "policy")]
-    pkg.__package__ = "privsepd.policy"
-    pkg.__privsepd_light__ = True
-    sys.modules["privsepd.policy"] = pkg
-    return True
-
-
-def _full_policy_package() -> None:
-    pkg = sys.modules.get("privsepd.policy")
-    if pkg is not None and getattr(pkg, "__privsepd_light__", False):
-        del sys.modules["privsepd.policy"]
-        import privsepd.policy  # noqa: F401 -- runs the real __init__
-
-
 def load(conf: str, argv0: str, cache_dir: str | None) -> Loaded:
     """The policy for one decision: cache hit if valid, else full load (+ refresh)."""
     if cache_dir is not None and not (conf.endswith(".toml") or os.path.isdir(conf)):
-        light = _light_policy_package()
         hit = load_cached(cache_dir, conf, argv0)
         if hit is not None:
             return hit
-        if light:
-            _full_policy_package()
     loaded = load_full(conf)
     if cache_dir is not None and not loaded.native:
         doc = build_cache(loaded)
