@@ -15,6 +15,12 @@ Per-command wall time of ``/bin/true`` with 1 and 8 client threads, for:
 Each round measures every (system, threads) pair once, in a rotating order,
 so drift in machine load hits all alike; ratios are taken within a round and
 the report gives their medians (and the medians of the per-command times).
+
+Beside each wall time it reads CPU per command (user + sys) from ``/proc``:
+this process (the callers, and for ``posix_spawn`` the spawning parent), the
+commands themselves (reaped children's CPU), each helper, and the helpers'
+context switches (all their threads). On a shared 2-vCPU machine wall times
+swing with other load; CPU per command moves much less.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
 import sys
@@ -68,6 +75,64 @@ def oslo_privsep_run():
     return octx, run_true
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> tuple[float, float]:
+    """(own CPU, reaped children's CPU) of ``pid`` in seconds, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK, (int(fields[13]) + int(fields[14])) / _TICK
+
+
+def _switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of all of ``pid``'s threads."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if "ctxt_switches" in line:
+                        total += int(line.split()[1])
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return total
+
+
+def _helpers() -> dict[int, str]:
+    """Our live child processes (the fork-mode helpers) by pid."""
+    kids: dict[int, str] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                for pid in f.read().split():
+                    with open(f"/proc/{pid}/comm") as c:
+                        kids[int(pid)] = c.read().strip()
+        except OSError:
+            pass
+    return kids
+
+
+def snapshot(helper_pid: int) -> dict[str, float]:
+    """Counters read around a measurement; see :func:`cpu_per_command`."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, reaped = _proc_cpu(helper_pid)
+    snap = {
+        "caller": me.ru_utime + me.ru_stime,
+        "spawned": kids.ru_utime + kids.ru_stime,
+        "helper": own,
+        "helper's commands": reaped,
+        "helper csw": _switches(helper_pid),
+    }
+    for pid in _helpers():
+        if pid != helper_pid:  # the oslo.privsep daemon
+            own, reaped = _proc_cpu(pid)
+            snap["oslo helper"] = snap.get("oslo helper", 0.0) + own + reaped
+            snap["oslo csw"] = snap.get("oslo csw", 0) + _switches(pid)
+    return snap
+
+
 def per_command(fn, calls: int, threads: int) -> float:
     """Wall ms per command: ``calls`` commands split over ``threads`` threads."""
     each = max(1, calls // threads)
@@ -86,6 +151,19 @@ def per_command(fn, calls: int, threads: int) -> float:
     for w in workers:
         w.join()
     return (time.perf_counter() - start) / (each * threads) * 1000
+
+
+def measure(fn, calls: int, threads: int, helper_pid: int) -> dict[str, float]:
+    """Wall ms per command, and CPU µs / context switches per command from /proc."""
+    before = snapshot(helper_pid)
+    wall = per_command(fn, calls, threads)
+    after = snapshot(helper_pid)
+    n = max(1, calls // threads) * threads
+    out = {"wall": wall}
+    for key, value in after.items():
+        scale = 1 if key.endswith("csw") else 1e6
+        out[key] = (value - before.get(key, 0)) * scale / n
+    return out
 
 
 def write_policy(base: str) -> str:
@@ -151,12 +229,19 @@ def run(args: argparse.Namespace) -> list[dict[str, float]]:
                 k = rnd % len(pairs)
                 rec: dict[str, float] = {}
                 for system, threads in pairs[k:] + pairs[:k]:
-                    rec[f"{system} x{threads}"] = per_command(fns[system], args.calls, threads)
+                    m = measure(fns[system], args.calls, threads, ctx.helper_pid)
+                    rec[f"{system} x{threads}"] = m.pop("wall")
+                    for key, value in m.items():
+                        rec[f"{system} x{threads} {key}"] = value
                 rounds.append(rec)
                 if args.verbose:
                     print(
                         f"round {rnd + 1}: "
-                        + "  ".join(f"{key} {v:.3f}" for key, v in sorted(rec.items())),
+                        + "  ".join(
+                            f"{key} {rec[key]:.3f}"
+                            for key in sorted(rec)
+                            if key.endswith(("x1", "x8"))
+                        ),
                         file=sys.stderr,
                         flush=True,
                     )
@@ -205,6 +290,30 @@ def report(rounds: list[dict[str, float]], args: argparse.Namespace) -> str:
     for label, a, b, target in ratios:
         value = med(r[a] / r[b] for r in rounds)
         lines.append(f"| {label} | {value:.2f} | {target} |")
+    lines += [
+        "",
+        "Per command, medians over the rounds: CPU µs (user + sys) of the callers' process, of",
+        "the commands (reaped children), of each helper; helper context switches (all threads).",
+        "",
+        "| system | threads | callers | commands | helper | helper csw |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for s in SYSTEMS:
+        for t in THREADS:
+            key = f"{s} x{t}"
+
+            def m(field: str, key: str = key) -> float:
+                return med(r.get(f"{key} {field}", 0.0) for r in rounds)
+
+            if s == "posix_spawn":
+                cells = (m("caller"), m("spawned"), 0.0, 0.0)
+            elif s == "ctx.execute":
+                cells = (m("caller"), m("helper's commands"), m("helper"), m("helper csw"))
+            else:  # the oslo daemon reaps its own commands: its figure holds both
+                cells = (m("caller"), float("nan"), m("oslo helper"), m("oslo csw"))
+            lines.append(
+                f"| {s} | {t} | {cells[0]:.0f} | {cells[1]:.0f} | {cells[2]:.0f} | {cells[3]:.1f} |"
+            )
     return "\n".join(lines)
 
 

@@ -552,6 +552,19 @@ def _set_title(spec: HelperSpec) -> None:
         pass  # cosmetic: never a reason to refuse to serve
 
 
+def exec_parallel() -> int:
+    """Fast commands the helper's server lets run at once.
+
+    Libc posix_spawn releases the GIL while a child starts, so a command's
+    worker is mostly off-CPU: more of them keep the CPUs busy. The other
+    spawn paths hold the GIL until exec: one per CPU (at least two).
+    """
+    from privsepd.channel.server import EXEC_PARALLEL, EXEC_PARALLEL_GIL_FREE
+    from privsepd.helper import spawn
+
+    return EXEC_PARALLEL_GIL_FREE if spawn.AVAILABLE else EXEC_PARALLEL
+
+
 def _make_server(sock, protocol, monitor, spec, audit, stats=None):
     from privsepd.channel.server import HelperServer
     from privsepd.helper import memory
@@ -576,4 +589,5 @@ def _make_server(sock, protocol, monitor, spec, audit, stats=None):
         frame_timeout=spec.frame_timeout,
         stats=stats,
         on_large=memory.release,
+        exec_parallel=exec_parallel(),
     )

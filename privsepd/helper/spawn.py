@@ -110,9 +110,74 @@ AVAILABLE = _lib is not None and os.uname().sysname == "Linux"
 
 
 def _strings(items: Sequence[bytes]):
-    """A NULL-terminated ``char *[]`` and the buffers it points into (keep both alive)."""
-    keep = [_ffi.new("char[]", item) for item in items]
-    return _ffi.new("char *[]", [*keep, _ffi.NULL]), keep
+    """A NULL-terminated ``char *[]`` and the one buffer it points into (keep both alive).
+
+    One buffer for all the strings: two allocations per array instead of
+    one per string (items are checked free of null bytes beforehand).
+    """
+    buf = _ffi.new("char[]", b"\0".join(items) + b"\0")
+    ptrs = _ffi.new("char *[]", len(items) + 1)
+    offset = 0
+    for i, item in enumerate(items):
+        ptrs[i] = buf + offset
+        offset += len(item) + 1
+    return ptrs, buf
+
+
+# Commands mostly get the same few environments and, since pipe descriptors
+# are reused lowest-first, the same few descriptor triples: both are built
+# once and reused (posix_spawn only reads them, so threads may share them).
+# Each build costs cffi calls that release and retake the GIL, and glibc's
+# adddup2/addopen read RLIMIT_NOFILE once each. Bounded: cleared when full.
+_CACHE_MAX = 64
+_envs: dict = {}
+_actions: dict = {}
+
+
+def _environment(env: Mapping[str, str]):
+    """The ``char *envp[]`` of ``env`` (validated), from the cache when seen before."""
+    key = tuple(env.items())
+    cached = _envs.get(key)
+    if cached is not None:
+        return cached
+    fsencode = os.fsencode
+    entries = []
+    for name, value in key:
+        k, v = fsencode(name), fsencode(value)
+        if b"\0" in k or b"\0" in v or b"=" in k or not k:
+            raise ValueError(f"invalid environment variable {name!r}")
+        entries.append(k + b"=" + v)
+    built = _strings(entries)
+    if len(_envs) >= _CACHE_MAX:
+        _envs.clear()
+    _envs[key] = built
+    return built
+
+
+def _file_actions(stdin: int | None, stdout: int, stderr: int):
+    """File actions for this descriptor triple, closefrom(3) and chdir("/"); cached."""
+    key = (stdin, stdout, stderr)
+    fa = _actions.get(key)
+    if fa is not None:
+        return fa
+    lib = _lib
+    fa = _ffi.gc(_ffi.new(_BUF), lib.posix_spawn_file_actions_destroy)
+    _check(lib.posix_spawn_file_actions_init(fa), "posix_spawn_file_actions_init")
+    if stdin is None:
+        _check(
+            lib.posix_spawn_file_actions_addopen(fa, 0, b"/dev/null", os.O_RDONLY, 0),
+            "addopen",
+        )
+    else:
+        _check(lib.posix_spawn_file_actions_adddup2(fa, stdin, 0), "adddup2")
+    _check(lib.posix_spawn_file_actions_adddup2(fa, stdout, 1), "adddup2")
+    _check(lib.posix_spawn_file_actions_adddup2(fa, stderr, 2), "adddup2")
+    _check(lib.posix_spawn_file_actions_addclosefrom_np(fa, 3), "addclosefrom_np")
+    _check(lib.posix_spawn_file_actions_addchdir_np(fa, b"/"), "addchdir_np")
+    if len(_actions) >= _CACHE_MAX:
+        _actions.clear()  # (a cleared entry lives on while a spawn still holds it)
+    _actions[key] = fa
+    return fa
 
 
 def spawn(
@@ -135,39 +200,17 @@ def spawn(
         raise OSError(0, "posix_spawn with closefrom/chdir is not available in this libc")
     fsencode = os.fsencode
     bpath = fsencode(path)
-    for item in (bpath, *argv):
-        if b"\0" in (item if type(item) is bytes else fsencode(item)):
-            raise ValueError("embedded null byte")
-    c_argv, keep_argv = _strings([fsencode(a) for a in argv])
-    entries = []
-    for name, value in env.items():
-        k, v = fsencode(name), fsencode(value)
-        if b"\0" in k or b"\0" in v or b"=" in k or not k:
-            raise ValueError(f"invalid environment variable {name!r}")
-        entries.append(k + b"=" + v)
-    c_env, keep_env = _strings(entries)
-    fa = _ffi.new(_BUF)
+    bargv = [fsencode(a) for a in argv]
+    if b"\0" in bpath or any(b"\0" in a for a in bargv):
+        raise ValueError("embedded null byte")
+    c_env, env_buf = _environment(env)
+    c_argv, argv_buf = _strings(bargv)
+    fa = _file_actions(stdin, stdout, stderr)
     pid = _ffi.new("pid_t *")
-    lib = _lib
-    _check(lib.posix_spawn_file_actions_init(fa), "posix_spawn_file_actions_init")
-    try:
-        if stdin is None:
-            _check(
-                lib.posix_spawn_file_actions_addopen(fa, 0, b"/dev/null", os.O_RDONLY, 0),
-                "addopen",
-            )
-        else:
-            _check(lib.posix_spawn_file_actions_adddup2(fa, stdin, 0), "adddup2")
-        _check(lib.posix_spawn_file_actions_adddup2(fa, stdout, 1), "adddup2")
-        _check(lib.posix_spawn_file_actions_adddup2(fa, stderr, 2), "adddup2")
-        _check(lib.posix_spawn_file_actions_addclosefrom_np(fa, 3), "addclosefrom_np")
-        _check(lib.posix_spawn_file_actions_addchdir_np(fa, b"/"), "addchdir_np")
-        # The GIL is released for this call: other threads run while the
-        # child starts (vfork semantics block only this thread).
-        rc = lib.posix_spawn(pid, bpath, fa, _ATTR, c_argv, c_env)
-    finally:
-        lib.posix_spawn_file_actions_destroy(fa)
-    del keep_argv, keep_env
+    # The GIL is released for this call: other threads run while the child
+    # starts (vfork semantics block only this thread).
+    rc = _lib.posix_spawn(pid, bpath, fa, _ATTR, c_argv, c_env)
+    del argv_buf, env_buf
     if rc != 0:
         raise OSError(rc, os.strerror(rc), path)
     return int(pid[0])

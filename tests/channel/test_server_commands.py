@@ -35,10 +35,11 @@ class Recorder:
         return True, [0, b"", b""]
 
 
-def run_batch(dispatch, n: int) -> float:
+def run_batch(dispatch, n: int, **kwargs) -> float:
     """Send ``n`` commands in one write; return the seconds until all replies arrived."""
     client_sock, server_sock = socket.socketpair()
-    server = HelperServer(server_sock, ServerProtocol("t"), dispatch, max_workers=16)
+    kwargs.setdefault("max_workers", 16)
+    server = HelperServer(server_sock, ServerProtocol("t"), dispatch, **kwargs)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         proto = ClientProtocol("t")
@@ -77,3 +78,14 @@ def test_commands_beyond_the_cap_start_once_the_running_ones_are_slow():
     elapsed = run_batch(recorder, 9)
     assert recorder.most == 9
     assert elapsed < 0.75, f"nine 0.3 s commands took {elapsed:.2f} s"
+
+
+def test_a_server_given_a_higher_cap_runs_up_to_that_many_fast_commands_at_once(monkeypatch):
+    # The helper raises the cap when starting a command releases the GIL
+    # (libc posix_spawn): more fast commands overlap, still never more than
+    # the cap plus the reader.
+    monkeypatch.setattr(server_module, "SLOW_CALL", 1.0)
+    cap = EXEC_PARALLEL + 4
+    recorder = Recorder(0.05)
+    run_batch(recorder, cap + 6, exec_parallel=cap, max_workers=cap + 4)
+    assert EXEC_PARALLEL + 1 < recorder.most <= cap + 1

@@ -127,3 +127,17 @@ def test_a_helper_killed_mid_batch_fails_every_caller_in_flight_with_helper_died
     assert all(isinstance(o, HelperDiedError) for o in outcomes), outcomes
     # The next call starts a new helper.
     assert ctx.echo(1, 1, b"x") == [1, 1, b"x"]
+
+
+def test_the_helper_lets_more_fast_commands_run_at_once_when_libc_spawn_frees_the_gil(
+    monkeypatch,
+):
+    from privsepd.channel.server import EXEC_PARALLEL, EXEC_PARALLEL_GIL_FREE
+    from privsepd.helper import spawn
+    from privsepd.helper.monitor import exec_parallel
+
+    assert EXEC_PARALLEL_GIL_FREE > EXEC_PARALLEL
+    monkeypatch.setattr(spawn, "AVAILABLE", True)
+    assert exec_parallel() == EXEC_PARALLEL_GIL_FREE
+    monkeypatch.setattr(spawn, "AVAILABLE", False)  # os.posix_spawn / Popen hold the GIL
+    assert exec_parallel() == EXEC_PARALLEL

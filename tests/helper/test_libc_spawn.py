@@ -128,3 +128,55 @@ def test_spawns_from_many_threads_each_get_their_own_pipes():
     for t in threads:
         t.join()
     assert results == {i: f"{i}\n".encode() for i in range(8)}
+
+
+def test_every_argument_reaches_the_command_in_order():
+    argv = ["/bin/echo", "a", "", "bb", "c c", "é"]
+    assert run(argv) == (0, "a  bb c c é\n".encode())
+
+
+def test_each_environment_reaches_its_own_command_when_they_alternate():
+    # Environments are built once and reused: alternating ones must never mix.
+    for i in range(6):
+        env = {"N": str(i % 3), "PATH": "/bin"}
+        rc, out = run(["/usr/bin/env"], env)
+        assert (rc, sorted(out.split())) == (0, [f"N={i % 3}".encode(), b"PATH=/bin"])
+
+
+def test_a_refused_environment_stays_refused_after_a_good_one_was_used():
+    run(["/bin/true"], {"A": "1"})
+    with pytest.raises(ValueError):
+        spawn("/bin/true", ["/bin/true"], {"A": "1", "B=C": "2"}, None, 1, 2)
+    with pytest.raises(ValueError):
+        spawn("/bin/true", ["/bin/true"], {"A": "1", "B=C": "2"}, None, 1, 2)
+
+
+def test_output_goes_to_the_descriptors_of_this_call_not_an_earlier_one():
+    # File actions are kept per descriptor triple: a new triple gets its own,
+    # and a triple seen before sends output to the descriptors now at those numbers.
+    outs = []
+    for _ in range(3):
+        keep = [os.pipe() for _ in range(len(outs) + 1)]  # shift the numbers
+        r, w = os.pipe()
+        r_err, w_err = os.pipe()
+        pid = spawn("/bin/sh", ["/bin/sh", "-c", "echo out; echo err >&2"], {}, None, w, w_err)
+        os.close(w)
+        os.close(w_err)
+        _, status = os.waitpid(pid, 0)
+        outs.append((os.waitstatus_to_exitcode(status), os.read(r, 100), os.read(r_err, 100)))
+        for fd in (r, r_err, *(fd for pair in keep for fd in pair)):
+            os.close(fd)
+    assert outs == [(0, b"out\n", b"err\n")] * 3
+
+
+def test_stdin_from_a_pipe_when_one_is_given():
+    r_in, w_in = os.pipe()
+    out_r, out_w = os.pipe()
+    os.write(w_in, b"fed\n")
+    os.close(w_in)
+    pid = spawn("/bin/cat", ["/bin/cat"], {}, r_in, out_w, 2)
+    os.close(r_in)
+    os.close(out_w)
+    _, status = os.waitpid(pid, 0)
+    assert (os.waitstatus_to_exitcode(status), os.read(out_r, 100)) == (0, b"fed\n")
+    os.close(out_r)
