@@ -53,7 +53,6 @@ from __future__ import annotations
 import errno
 import os
 import pwd
-import select
 import time
 
 from privsepd.errors import CallTimeout, DeniedError
@@ -663,6 +662,8 @@ def _communicate(
     proc: Any, input: bytes | None, timeout: float | None, max_output: int
 ) -> tuple[bytes, bytes]:
     """Feed stdin, collect stdout/stderr until EOF, enforcing timeout and size."""
+    import select  # here: privsepd-rootwrap imports this module and never polls
+
     deadline = None if timeout is None else time.monotonic() + timeout
     poller = select.poll()
     chunks: dict[int, list[bytes]] = {}

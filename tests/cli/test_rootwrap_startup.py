@@ -56,6 +56,8 @@ HEAVY = {
     "privsepd.modes",
     "privsepd.helper.kernel",
     "privsepd.paths",  # only for a command with path arguments
+    "select",  # C extensions: ~0.35 ms each to load
+    "_bisect",
 }
 #: What re imports: loaded once a rule with a pattern is examined, not before.
 RE_FAMILY = {"re", "enum", "collections", "functools"}
