@@ -12,15 +12,12 @@ import threading
 import time
 
 import pytest
-from conftest import needs_posix_spawn
 
 from privsepd import CallTimeout
 from privsepd.context import Context
 from privsepd.helper.execute import runner_factory
 from privsepd.policy.index import FilterIndex
 from privsepd.policy.rootwrap import parse_filters
-
-pytestmark = needs_posix_spawn
 
 FILTERS = """
 [Filters]
