@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import datetime
 import gc
 import itertools
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -47,6 +45,7 @@ import time
 from collections.abc import Callable
 
 import msgpack
+from _common import machine_info  # noqa: E402 -- bench/ is on sys.path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -319,29 +318,6 @@ def smaps(pid: int) -> dict[str, int]:
             if len(parts) == 3 and parts[2] == "kB":
                 out[parts[0].rstrip(":")] = int(parts[1])
     return out
-
-
-def machine_info() -> dict[str, str]:
-    import importlib.metadata as md
-
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "uname": " ".join(platform.uname()),
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "python": sys.version.split()[0],
-        "msgpack": md.version("msgpack"),
-        "oslo.privsep": md.version("oslo.privsep"),
-    }
 
 
 # -------------------------------------------------------------------- run
@@ -666,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
 
-    info = machine_info()
+    info = machine_info("msgpack", "oslo.privsep")
     load_before = os.getloadavg()[0]
     t0 = time.monotonic()
     gc.collect()

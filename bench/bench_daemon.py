@@ -38,17 +38,16 @@ Measures:
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
+
+from _common import machine_info, trusted_base  # noqa: E402 -- bench/ is on sys.path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -94,17 +93,6 @@ def script(name: str) -> str:
     if not os.access(path, os.X_OK):
         raise SystemExit(f"{path} missing: pip install -e '.[test,bench]'")
     return path
-
-
-def trusted_base() -> str:
-    """A fresh root-owned 0755 directory whose chain passes the policy trust check."""
-    for parent in ("/run", "/var/lib", "/root"):
-        st = os.stat(parent)
-        if st.st_uid == 0 and not st.st_mode & 0o022:
-            path = tempfile.mkdtemp(prefix="privsepd-bench-daemon-", dir=parent)
-            os.chmod(path, 0o755)
-            return path
-    raise SystemExit("no root-owned, non-writable base directory")
 
 
 def write(path: str, text: str, mode: int = 0o644) -> str:
@@ -187,7 +175,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, str
 
     # The command's cwd must be one the helper (nobody) can enter.
     os.chdir("/")
-    base = trusted_base()
+    base = trusted_base("privsepd-bench-daemon-")
     daemon = PrivsepdDaemon(base)
     fdir = os.path.join(base, "filters")
     os.mkdir(fdir, 0o755)
@@ -287,28 +275,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, str
             rootwrap._process.terminate()
         daemon.stop()
         shutil.rmtree(base, ignore_errors=True)
-    return results, machine_info()
-
-
-def machine_info() -> dict[str, str]:
-    import importlib.metadata as md
-
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "uname": " ".join(platform.uname()),
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "python": sys.version.split()[0],
-        "msgpack": md.version("msgpack"),
-        "oslo.rootwrap": md.version("oslo.rootwrap"),
-        "loadavg": f"{os.getloadavg()[0]:.2f}",
-    }
+    return results, machine_info("msgpack", "oslo.rootwrap")
 
 
 def render(results: dict[str, list[float]], info: dict[str, str], args) -> str:

@@ -29,9 +29,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+
+from _common import trusted_base  # noqa: E402 -- bench/ is on sys.path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
@@ -72,16 +73,6 @@ def write_policy(base: str, rules: int) -> str:
         f.write(f"[DEFAULT]\nfilters_path={fdir}\nexec_dirs=/sbin,/usr/sbin,/bin,/usr/bin\n")
     os.chmod(conf, 0o644)
     return conf
-
-
-def trusted_base() -> str:
-    for parent in ("/run", "/var/lib", "/root"):
-        st = os.stat(parent)
-        if st.st_uid == 0 and not st.st_mode & 0o022:
-            path = tempfile.mkdtemp(prefix="privsepd-bench-", dir=parent)
-            os.chmod(path, 0o755)
-            return path
-    raise SystemExit("no root-owned, non-writable base directory")
 
 
 # ----------------------------------------------------------------- part 1: CLI
