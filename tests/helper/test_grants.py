@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from bpf import run_bpf
 from conftest import in_child, proc_status, require_feature
 
 from privsepd import Files
@@ -355,25 +356,6 @@ def _handle_open(path: str) -> None:
         os.close(mount_fd)
 
 
-def run_bpf_args(prog: list[tuple], nr: int, arch: int, arg0: int) -> int:
-    """Classic-BPF interpreter for the subset the deny programs use, with args[0]."""
-    data = {0: nr, 4: arch, 16: arg0 & 0xFFFFFFFF, 20: arg0 >> 32}
-    acc, pc = 0, 0
-    while True:
-        code, jt, jf, k = prog[pc]
-        pc += 1
-        if code == kernel.BPF_LD_W_ABS:
-            acc = data[k]
-        elif code == kernel.BPF_JEQ_K:
-            pc += jt if acc == k else jf
-        elif code == kernel.BPF_JGE_K:
-            pc += jt if acc >= k else jf
-        elif code == kernel.BPF_RET_K:
-            return k
-        else:
-            raise AssertionError(f"unexpected BPF opcode {code:#x}")
-
-
 def _bad_args_call(name: str) -> Callable[[], Any]:
     """The call with invalid arguments: EPERM if filtered, else EBADF/EFAULT/EINVAL."""
     return lambda: kernel.syscall(kernel.syscall_numbers([name])[0], -1, -1, -1, -1, -1, -1)
@@ -414,13 +396,13 @@ def test_socket_family_rule_is_checked_in_a_bpf_interpreter():
         eperm = kernel.SECCOMP_RET_ERRNO | errno.EPERM
         for call in ("socket", "socketpair"):
             nr = kernel.SYSCALLS[call][column]
-            assert run_bpf_args(prog, nr, audit, socket.AF_UNIX) == eperm
+            assert run_bpf(prog, nr, audit, socket.AF_UNIX) == eperm
             # Only the low 32 bits count, as in the kernel (the arg is an int).
-            assert run_bpf_args(prog, nr, audit, (1 << 32) | socket.AF_UNIX) == eperm
-            assert run_bpf_args(prog, nr, audit, socket.AF_INET) == kernel.SECCOMP_RET_ALLOW
-            assert run_bpf_args(prog, nr, audit, socket.AF_NETLINK) == kernel.SECCOMP_RET_ALLOW
+            assert run_bpf(prog, nr, audit, (1 << 32) | socket.AF_UNIX) == eperm
+            assert run_bpf(prog, nr, audit, socket.AF_INET) == kernel.SECCOMP_RET_ALLOW
+            assert run_bpf(prog, nr, audit, socket.AF_NETLINK) == kernel.SECCOMP_RET_ALLOW
         other = kernel.SYSCALLS["setns"][column]
-        assert run_bpf_args(prog, other, audit, socket.AF_UNIX) == kernel.SECCOMP_RET_ALLOW
+        assert run_bpf(prog, other, audit, socket.AF_UNIX) == kernel.SECCOMP_RET_ALLOW
 
 
 # ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import pytest
+from bpf import run_bpf
 from conftest import in_child, require_feature
 
 from privsepd.errors import ScopingError
@@ -17,25 +18,6 @@ from privsepd.helper import kernel
 X86_64_HEADER = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"
 GENERIC_HEADER = "/usr/include/asm-generic/unistd.h"
 AUDIT_ARCH_I386 = 0x40000003
-
-
-def run_bpf(prog: list[tuple], nr: int, arch: int) -> int:
-    """Tiny interpreter for the classic-BPF subset the deny list uses."""
-    data = {0: nr, 4: arch}
-    acc, pc = 0, 0
-    while True:
-        code, jt, jf, k = prog[pc]
-        pc += 1
-        if code == kernel.BPF_LD_W_ABS:
-            acc = data[k]
-        elif code == kernel.BPF_JEQ_K:
-            pc += jt if acc == k else jf
-        elif code == kernel.BPF_JGE_K:
-            pc += jt if acc >= k else jf
-        elif code == kernel.BPF_RET_K:
-            return k
-        else:
-            raise AssertionError(f"unexpected BPF opcode {code:#x}")
 
 
 def header_numbers(path: str) -> dict[str, int]:
