@@ -47,6 +47,7 @@ __all__ = [
     "STRICT",
     "PathRefused",
     "Pinned",
+    "inheritable_o_path",
     "open_base",
     "open_beneath",
     "openat2",
@@ -319,6 +320,29 @@ def _pin_parent(base_fd: int, rel: str, value: str) -> Pinned:
             )
         return Pinned(fd, "/".join(parts[k:]))
     raise PathRefused(f"{value!r}: its base vanished while it was being opened")
+
+
+_INHERITABLE_O_PATH: list[bool] = []
+
+
+def inheritable_o_path() -> bool:
+    """Whether ``os.set_inheritable`` works on an O_PATH descriptor here.
+
+    A pinned path reaches a command as an inherited O_PATH descriptor.
+    PyPy 3.9 clears close-on-exec with ioctl(FIONCLEX), which such a
+    descriptor refuses (EBADF): there a command with a path argument must be
+    refused up front, saying why, not fail inside the spawn. Probed once.
+    """
+    if not _INHERITABLE_O_PATH:
+        fd = os.open("/", O_PATH | os.O_CLOEXEC)
+        try:
+            os.set_inheritable(fd, True)
+            _INHERITABLE_O_PATH.append(True)
+        except OSError:
+            _INHERITABLE_O_PATH.append(False)
+        finally:
+            os.close(fd)
+    return _INHERITABLE_O_PATH[0]
 
 
 def pin_command(decision: Any, argv: Sequence[str]) -> tuple[list[str], list[int]]:

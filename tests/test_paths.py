@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import platform
 import subprocess
 import time
 
@@ -28,6 +29,7 @@ import pytest
 from conftest import needs_inheritable_o_path, write_rootwrap_conf
 from racing import ATTACKER_UID, HARMLESS, SECRET, Swapper, build_tree
 
+from privsepd import paths as paths_module
 from privsepd.constraints import PathUnder
 from privsepd.context import Context
 from privsepd.errors import ConstraintError, DeniedError
@@ -35,6 +37,7 @@ from privsepd.paths import (
     O_PATH,
     STRICT,
     PathRefused,
+    inheritable_o_path,
     open_base,
     openat2,
     pin,
@@ -475,3 +478,23 @@ def test_rootwrap_console_script_hands_cat_the_pinned_file(root, trusted_dir, tr
         [script, "--no-cache", str(conf), "cat", str(tree["link"] / "shadow")], capture_output=True
     )
     assert swapped.returncode == 99 and SECRET not in swapped.stdout
+
+
+def test_o_path_inheritability_is_probed_for_real():
+    # CPython clears close-on-exec with fcntl when ioctl(FIONCLEX) fails;
+    # PyPy 3.9 does not, and its O_PATH descriptors stay close-on-exec.
+    assert inheritable_o_path() is (platform.python_implementation() != "PyPy")
+
+
+def test_command_with_a_path_argument_is_refused_where_o_path_cannot_be_inherited(
+    root, trusted_dir, tree, monkeypatch
+):
+    # What PyPy 3.9 does for real (the probe above): say why, run nothing.
+    # Fork mode: the helper inherits the probe's answer from this process.
+    monkeypatch.setattr(paths_module, "_INHERITABLE_O_PATH", [False])
+    ctx = _native_ctx(trusted_dir, "t-no-inherit", f'[{{ path_under = "{tree["base"]}" }}]')
+    try:
+        with pytest.raises(DeniedError, match="cannot hand a command the descriptor"):
+            ctx.execute(["cat", str(tree["target"])])
+    finally:
+        ctx.stop()

@@ -399,7 +399,7 @@ class CommandRunner:
 
     def _pin(self, plan: ExecPlan) -> list[int]:
         """Pin the plan's path arguments to opened descriptors (a race denies the command)."""
-        from privsepd.paths import PathRefused, pin_command
+        from privsepd.paths import PathRefused, inheritable_o_path, pin_command
 
         try:
             plan.argv, fds = pin_command(plan.decision, plan.argv)
@@ -408,6 +408,15 @@ class CommandRunner:
                 f"command {list(plan.decision.argv)!r} denied: {plan.decision.filter.source}: "
                 f"{exc.detail}; nothing was run"
             ) from None
+        if fds and not inheritable_o_path():
+            for fd in fds:
+                os.close(fd)
+            raise DeniedError(
+                f"command {list(plan.decision.argv)!r} denied: it has path arguments, and this "
+                "interpreter cannot hand a command the descriptor a path is pinned to (O_PATH "
+                "descriptors cannot be made inheritable: PyPy 3.9); run the helper on CPython; "
+                "nothing was run"
+            )
         plan.fds = tuple(fds)
         return fds
 
