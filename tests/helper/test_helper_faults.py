@@ -403,6 +403,7 @@ def test_a_helper_that_returned_large_values_gives_the_memory_back():
     assert after - before < 10, (before, after)
 
 
+@cpython_calibrated  # PyPy's collector keeps freed memory (552 -> 593 MB in CI)
 def test_a_helper_gives_back_heap_pages_that_a_large_call_left_fragmented():
     ping()
     pid = big_ctx.helper_pid
