@@ -38,6 +38,11 @@ from __future__ import annotations
 import os
 import sys
 
+try:  # CPython: signal's C core, loaded at start, without signal's enum wrappers
+    import _signal as signal  # (importing enum costs the shim ~4 ms)
+except ImportError:  # pragma: no cover -- PyPy
+    import signal  # type: ignore[no-redef]
+
 from privsepd.cli.rootwrap_policy import (
     DEFAULT_CACHE_DIR,
     RC_BADCONFIG,
@@ -74,18 +79,6 @@ cannot execute; 128+N killed by signal N. See privsepd-rootwrap(8).
 
 
 # -- running ----------------------------------------------------------------------
-
-
-def _signals():  # noqa: ANN202 -- a module
-    """signal's C core: the same functions and numbers, without signal's enum
-    wrappers (importing enum costs the shim ~4 ms). PyPy has only signal."""
-    try:
-        import _signal
-    except ImportError:  # pragma: no cover -- PyPy
-        import signal
-
-        return signal
-    return _signal
 
 
 def _syslog(
@@ -282,7 +275,6 @@ def _same_identity(plan) -> bool:  # noqa: ANN001
 
 def _wait_forwarding(pid: int) -> int:
     """Wait for the child, forwarding SIGTERM/SIGHUP; oslo's exit code for it."""
-    signal = _signals()
 
     def forward(signum, frame):  # noqa: ANN001
         try:
@@ -336,15 +328,11 @@ def _spawn_plain(plan, keep: set[int] = frozenset()) -> int:  # noqa: ANN001
 def _catchable_signals() -> list:
     """Every signal a handler could be set for: the caller's ignored or blocked
     signals must not reach a command that runs as root."""
-    signal = _signals()
-
     return [s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)]
 
 
 def _default_signals() -> None:
     """In a forked child: default dispositions and an empty mask before exec."""
-    signal = _signals()
-
     for sig in _catchable_signals():
         try:
             signal.signal(sig, signal.SIG_DFL)
@@ -559,8 +547,6 @@ def _bounded_match(index, argv: list[str]):  # noqa: ANN001, ANN202
     handler is disarmed before the timer is cancelled: a SIGPROF already in
     flight then does nothing.
     """
-    signal = _signals()
-
     armed = [True]
 
     def expire(signum, frame):  # noqa: ANN001
@@ -590,8 +576,6 @@ def _timeout_denial(userargs: list[str]) -> str:
 
 def _main(execname: str, args: list[str]) -> int:
     _check_sudo_environment()
-    signal = _signals()
-
     # A caller that ignores SIGCHLD would make waitpid fail (children are
     # auto-reaped) and the command's exit status would be lost.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
