@@ -48,6 +48,7 @@ __all__ = [
     "PathRefused",
     "Pinned",
     "inheritable_o_path",
+    "make_inheritable",
     "open_base",
     "open_beneath",
     "openat2",
@@ -322,27 +323,42 @@ def _pin_parent(base_fd: int, rel: str, value: str) -> Pinned:
     raise PathRefused(f"{value!r}: its base vanished while it was being opened")
 
 
-_INHERITABLE_O_PATH: list[bool] = []
+# A pinned path reaches a command as an inherited O_PATH descriptor. PyPy 3.9
+# clears close-on-exec with ioctl(FIONCLEX), which such a descriptor refuses
+# (EBADF); CPython falls back to fcntl.
+
+_inheritable_o_path: bool | None = None  # probed once
 
 
 def inheritable_o_path() -> bool:
     """Whether ``os.set_inheritable`` works on an O_PATH descriptor here.
 
-    A pinned path reaches a command as an inherited O_PATH descriptor.
-    PyPy 3.9 clears close-on-exec with ioctl(FIONCLEX), which such a
-    descriptor refuses (EBADF): there a command with a path argument must be
-    refused up front, saying why, not fail inside the spawn. Probed once.
+    Where it does not, and the descriptor is handed over by code privsepd
+    does not control (subprocess's ``pass_fds``), a command with a path
+    argument must be refused up front, saying why, not fail in the spawn.
     """
-    if not _INHERITABLE_O_PATH:
+    global _inheritable_o_path
+    if _inheritable_o_path is None:
         fd = os.open("/", O_PATH | os.O_CLOEXEC)
         try:
             os.set_inheritable(fd, True)
-            _INHERITABLE_O_PATH.append(True)
+            _inheritable_o_path = True
         except OSError:
-            _INHERITABLE_O_PATH.append(False)
+            _inheritable_o_path = False
         finally:
             os.close(fd)
-    return _INHERITABLE_O_PATH[0]
+    return _inheritable_o_path
+
+
+def make_inheritable(fd: int) -> None:
+    """``os.set_inheritable(fd, True)``, through fcntl where that fails (an
+    O_PATH descriptor on PyPy 3.9): for code that execs the command itself."""
+    try:
+        os.set_inheritable(fd, True)
+    except OSError:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) & ~fcntl.FD_CLOEXEC)
 
 
 def pin_command(decision: Any, argv: Sequence[str]) -> tuple[list[str], list[int]]:

@@ -491,7 +491,7 @@ def test_command_with_a_path_argument_is_refused_where_o_path_cannot_be_inherite
 ):
     # What PyPy 3.9 does for real (the probe above): say why, run nothing.
     # Fork mode: the helper inherits the probe's answer from this process.
-    monkeypatch.setattr(paths_module, "_INHERITABLE_O_PATH", [False])
+    monkeypatch.setattr(paths_module, "_inheritable_o_path", False)
     ctx = _native_ctx(trusted_dir, "t-no-inherit", f'[{{ path_under = "{tree["base"]}" }}]')
     try:
         with pytest.raises(DeniedError, match="cannot hand a command the descriptor"):

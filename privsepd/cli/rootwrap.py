@@ -216,8 +216,11 @@ def run_plan(plan, native: bool) -> int:  # noqa: ANN001
                         os.close(fd)
                     except OSError:
                         pass
-            for fd in fds:
-                _make_inheritable(fd)
+            if fds:
+                from privsepd.paths import make_inheritable  # loaded: it pinned them
+
+                for fd in fds:
+                    make_inheritable(fd)
             if native:
                 step = "confine"
                 _confine_native(plan.caps)
@@ -254,18 +257,6 @@ def run_plan(plan, native: bool) -> int:  # noqa: ANN001
     return _wait_forwarding(pid)
 
 
-def _make_inheritable(fd: int) -> None:
-    """os.set_inheritable(fd, True), through fcntl where that fails: PyPy 3.9
-    clears close-on-exec with ioctl(FIONCLEX), which an O_PATH descriptor (a
-    pinned path argument) refuses with EBADF."""
-    try:
-        os.set_inheritable(fd, True)
-    except OSError:
-        import fcntl
-
-        fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) & ~fcntl.FD_CLOEXEC)
-
-
 def _same_identity(plan) -> bool:  # noqa: ANN001
     """True when the command's uid/gid/groups are already ours (root under sudo)."""
     if {plan.uid} != {os.getuid(), os.geteuid()} or {plan.gid} != {os.getgid(), os.getegid()}:
@@ -298,8 +289,11 @@ def _spawn_plain(plan, keep: set[int] = frozenset()) -> int:  # noqa: ANN001
     the pinned paths in ``keep`` (made inheritable here: the shim has one
     thread, so no other spawn can catch them).
     """
-    for fd in keep:
-        _make_inheritable(fd)
+    if keep:
+        from privsepd.paths import make_inheritable  # loaded: it pinned them
+
+        for fd in keep:
+            make_inheritable(fd)
     actions = []
     for entry in os.listdir("/proc/self/fd"):
         fd = int(entry)
