@@ -62,3 +62,30 @@ def trusted_base(prefix: str = "privsepd-bench-") -> str:
             os.chmod(path, 0o755)
             return path
     raise SystemExit("no root-owned, non-writable base directory")
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """(own CPU, reaped children's CPU) of ``pid`` in seconds, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK, (int(fields[13]) + int(fields[14])) / _TICK
+
+
+def thread_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of all of ``pid``'s live threads.
+
+    A thread that ended takes its count with it: a slight undercount at worst.
+    """
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if "ctxt_switches" in line:
+                        total += int(line.split()[1])
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return total

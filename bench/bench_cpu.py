@@ -23,6 +23,8 @@ import sys
 
 CHILD = r"""
 import os, sys, threading, time, resource, json
+sys.path.insert(0, os.environ["BENCH_DIR"])
+from _common import proc_cpu, thread_switches
 if not os.environ.get("BENCH_CPU_OSLO"):
     from privsepd.context import Context
 
@@ -30,9 +32,7 @@ def _noop():
     return None
 
 def helper_seconds(pid):
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return proc_cpu(pid)[0]
 
 def own_seconds():
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -42,19 +42,7 @@ def own_switches():
     r = resource.getrusage(resource.RUSAGE_SELF)  # all threads, ended ones too
     return r.ru_nvcsw + r.ru_nivcsw
 
-def helper_switches(pid):
-    # Summed over the helper's live threads (a worker that retired mid-run
-    # takes its count with it: a slight undercount at worst).
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if "ctxt_switches" in line:
-                        total += int(line.split()[-1])
-        except FileNotFoundError:
-            pass
-    return total
+helper_switches = thread_switches
 
 if os.environ.get("BENCH_CPU_OSLO"):
     # oslo.privsep's helper, the same way bench_core.py starts it.
@@ -132,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     for rnd in range(args.rounds):
         order = list(trees) if rnd % 2 == 0 else list(trees)[::-1]
         for label in order:
-            env = dict(os.environ)
+            env = dict(os.environ, BENCH_DIR=os.path.dirname(os.path.abspath(__file__)))
             if trees[label] == "oslo":
                 env["BENCH_CPU_OSLO"] = os.path.dirname(os.path.abspath(__file__))
             elif trees[label] is not None:

@@ -38,6 +38,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from _common import proc_cpu, thread_switches  # noqa: E402
 from bench_rootwrap import trusted_base  # noqa: E402
 
 SYSTEMS = ("posix_spawn", "ctx.execute", "oslo.privsep + subprocess.run")
@@ -75,30 +76,6 @@ def oslo_privsep_run():
     return octx, run_true
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu(pid: int) -> tuple[float, float]:
-    """(own CPU, reaped children's CPU) of ``pid`` in seconds, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK, (int(fields[13]) + int(fields[14])) / _TICK
-
-
-def _switches(pid: int) -> int:
-    """Voluntary + involuntary context switches of all of ``pid``'s threads."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if "ctxt_switches" in line:
-                        total += int(line.split()[1])
-        except OSError:
-            pass  # a thread that ended meanwhile
-    return total
-
-
 def _helpers() -> dict[int, str]:
     """Our live child processes (the fork-mode helpers) by pid."""
     kids: dict[int, str] = {}
@@ -117,19 +94,19 @@ def snapshot(helper_pid: int) -> dict[str, float]:
     """Counters read around a measurement; see :func:`cpu_per_command`."""
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    own, reaped = _proc_cpu(helper_pid)
+    own, reaped = proc_cpu(helper_pid)
     snap = {
         "caller": me.ru_utime + me.ru_stime,
         "spawned": kids.ru_utime + kids.ru_stime,
         "helper": own,
         "helper's commands": reaped,
-        "helper csw": _switches(helper_pid),
+        "helper csw": thread_switches(helper_pid),
     }
     for pid in _helpers():
         if pid != helper_pid:  # the oslo.privsep daemon
-            own, reaped = _proc_cpu(pid)
+            own, reaped = proc_cpu(pid)
             snap["oslo helper"] = snap.get("oslo helper", 0.0) + own + reaped
-            snap["oslo csw"] = snap.get("oslo csw", 0) + _switches(pid)
+            snap["oslo csw"] = snap.get("oslo csw", 0) + thread_switches(pid)
     return snap
 
 
