@@ -13,7 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import cpython_calibrated
 
+
+# 'lost' counts a call that took over its limit + 10 s: PyPy under CI load
+# crossed that 3 times once (its RSS and timing differ; see cpython_calibrated).
+@cpython_calibrated
 def test_a_30_second_soak_loses_misroutes_and_leaks_nothing(root, tmp_path):
     soak = Path(__file__).resolve().parents[1] / "bench" / "soak.py"
     out_file = tmp_path / "soak.json"

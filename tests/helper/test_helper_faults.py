@@ -416,6 +416,7 @@ def test_a_helper_gives_back_heap_pages_that_a_large_call_left_fragmented():
     assert after - before < 10, (before, after)
 
 
+@cpython_calibrated  # PyPy's collector keeps freed memory (590 -> 640 MB in CI)
 def test_a_helper_whose_result_was_too_large_to_send_gives_the_memory_back():
     echo(1)
     pid = ctx.helper_pid
